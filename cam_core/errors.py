@@ -1,0 +1,49 @@
+"""Errors raised by cam_core: one base class, one subclass per kind of problem.
+
+Every message says what was wrong, with the offending value, and what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CamError",
+    "InputError",
+    "LayerError",
+    "MethodError",
+    "TargetError",
+    "ModelLoadError",
+    "SpecError",
+    "ResourceError",
+]
+
+
+class CamError(Exception):
+    """Base class of every error cam_core raises on purpose."""
+
+
+class InputError(CamError, ValueError):
+    """An input (image, tensor, modality, argument) is missing or malformed."""
+
+
+class LayerError(CamError, ValueError):
+    """The chosen layer does not exist or cannot be a CAM target."""
+
+
+class MethodError(CamError, ValueError):
+    """Unknown CAM method, or a method that cannot run on this model/layer."""
+
+
+class TargetError(InputError):
+    """The target class is out of range or malformed."""
+
+
+class ModelLoadError(CamError):
+    """A model or checkpoint could not be loaded."""
+
+
+class SpecError(ModelLoadError):
+    """A spec file could not be imported or does not define what it must."""
+
+
+class ResourceError(CamError):
+    """The computation ran out of memory (GPU or CPU) or another resource."""
