@@ -18,7 +18,15 @@ __all__ = [
 
 
 class CamError(Exception):
-    """Base class of every error cam_core raises on purpose."""
+    """Base class of every error cam_core raises on purpose.
+
+    ``modality`` names the input concerned, when there is one, so a UI can show the message next
+    to that input's widget.
+    """
+
+    def __init__(self, message: str, *, modality: str | None = None) -> None:
+        super().__init__(message)
+        self.modality = modality
 
 
 class InputError(CamError, ValueError):
