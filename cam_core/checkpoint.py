@@ -8,13 +8,14 @@ load leaves the model exactly as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import pickle
 import re
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -24,7 +25,14 @@ from torch import nn
 
 from .errors import ModelLoadError
 
-__all__ = ["CheckpointReport", "CheckpointSource", "load_checkpoint", "read_state_dict"]
+__all__ = [
+    "CheckpointReport",
+    "CheckpointSource",
+    "apply_state_dict",
+    "load_checkpoint",
+    "read_state_dict",
+    "strip_wrapper_prefix",
+]
 
 CheckpointSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
@@ -92,17 +100,19 @@ def load_checkpoint(model: nn.Module, source: CheckpointSource) -> CheckpointRep
             f"load_checkpoint needs an nn.Module to load into, got {type(model).__name__}."
         )
     state, report = read_state_dict(source)
-    state, prefix = _strip_wrapper_prefix(state, model)
+    return apply_state_dict(model, state, report)
+
+
+def apply_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], report: CheckpointReport
+) -> CheckpointReport:
+    """Second half of :func:`load_checkpoint`, for a state_dict already read by
+    :func:`read_state_dict`: strip a wrapper prefix, check every key and shape, then load."""
+    state, prefix = strip_wrapper_prefix(state, model.state_dict().keys())
     _check_compatible(state, model, report.source)
     # Every key and shape matched above, so this strict load cannot stop half-way.
     model.load_state_dict(state, strict=True)
-    return CheckpointReport(
-        source=report.source,
-        tensors=len(state),
-        nested_under=report.nested_under,
-        stripped_prefix=prefix,
-        ignored_entries=report.ignored_entries,
-    )
+    return dataclasses.replace(report, tensors=len(state), stripped_prefix=prefix)
 
 
 def read_state_dict(source: CheckpointSource) -> tuple[dict[str, torch.Tensor], CheckpointReport]:
@@ -242,19 +252,20 @@ def _is_state_dict(obj: Mapping) -> bool:
     return bool(obj) and all(isinstance(k, str) and _is_tensor(v) for k, v in obj.items())
 
 
-def _strip_wrapper_prefix(
-    state: dict[str, torch.Tensor], model: nn.Module
+def strip_wrapper_prefix(
+    state: Mapping[str, torch.Tensor], model_keys: Collection[str]
 ) -> tuple[dict[str, torch.Tensor], str | None]:
-    model_keys = model.state_dict().keys()
+    """Remove a ``module.``/``_orig_mod.`` prefix carried by every key, unless the model's own
+    keys (``model_keys``) carry it too.  Returns the new dict and the prefix removed (or None)."""
     for prefix in _WRAPPER_PREFIXES:
         if all(k.startswith(prefix) for k in state) and not any(
             k.startswith(prefix) for k in model_keys
         ):
             return {k[len(prefix) :]: v for k, v in state.items()}, prefix
-    return state, None
+    return dict(state), None
 
 
-def _check_compatible(state: dict[str, torch.Tensor], model: nn.Module, name: str) -> None:
+def _check_compatible(state: Mapping[str, torch.Tensor], model: nn.Module, name: str) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
