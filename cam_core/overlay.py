@@ -1,0 +1,222 @@
+"""Colormaps, heatmap blending and PNG encoding.
+
+:func:`overlay` is the standalone, validating entry point; :func:`blend` is the fast path for
+already-validated display pixels and CAMs (``CamResult.overlay`` and every slider move).  Both
+produce the same pixels as ``pytorch_grad_cam.utils.image.show_cam_on_image(img, cam,
+use_rgb=True, colormap=..., image_weight=...)``: the arithmetic below repeats its float32 steps
+in the same order, using 256-entry lookup tables instead of per-pixel colormap calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import InputError
+from .images import _as_numpy, _display_pixels
+
+__all__ = ["COLORMAPS", "blend", "colorize", "overlay", "to_png"]
+
+#: OpenCV colormaps by lower-case name ("jet", "turbo", "viridis", ...) -> ``cv2.COLORMAP_*``.
+COLORMAPS: dict[str, int] = {
+    name[len("COLORMAP_") :].lower(): int(getattr(cv2, name))
+    for name in sorted(dir(cv2))
+    if name.startswith("COLORMAP_")
+}
+
+
+def overlay(
+    image: Any,
+    cam: Any,
+    colormap: str | int = "jet",
+    image_weight: float = 0.5,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Draw CAMs over images: ``uint8 RGB (H, W, 3)``, or ``(N, H, W, 3)`` if either is batched.
+
+    Args:
+        image: anything :func:`cam_core.images.to_display` accepts (numpy or torch; HW, HWC,
+            CHW, NHWC, NCHW; uint8, bool, float in [0, 1], or normalized float with mean/std).
+        cam: numpy or torch ``(H, W)``, ``(N, H, W)`` or ``(N, 1, H, W)``, any size (resized
+            to the image with bilinear interpolation); NaN -> 0, values clipped to [0, 1].
+        colormap: a name from :data:`COLORMAPS` (case-insensitive) or a ``cv2.COLORMAP_*``.
+        image_weight: weight of the image in [0, 1]; the heatmap gets ``1 - image_weight``.
+        mean, std: undo this normalization of a float image first (``x * std + mean``).
+
+    Batches: N images with N CAMs, one image with N CAMs, or N images with one CAM.
+
+    Raises:
+        InputError: bad shapes, dtypes, values, colormap, weight or batch counts.
+    """
+    code = _colormap_code(colormap)
+    weight = _check_weight(image_weight)
+    pixels, image_batched = _display_pixels(image, mean, std)
+    cams, cam_batched = _as_cams(cam)
+    n, m = pixels.shape[0], cams.shape[0]
+    cams = _resize_cams(cams, pixels.shape[1:3])
+    if n != m:
+        if n == 1:
+            pixels = np.broadcast_to(pixels, (m, *pixels.shape[1:]))
+        elif m == 1:
+            cams = np.broadcast_to(cams, (n, *cams.shape[1:]))
+        else:
+            raise InputError(
+                f"overlay got {n} images and {m} CAMs; give as many CAMs as images, "
+                "or one image, or one CAM."
+            )
+    out = blend(pixels, cams, code, weight)
+    return out if image_batched or cam_batched else out[0]
+
+
+def blend(
+    display: np.ndarray,
+    cams: np.ndarray,
+    colormap: str | int = "jet",
+    image_weight: float = 0.5,
+) -> np.ndarray:
+    """Blend validated inputs: ``uint8 RGB (N, H, W, 3)``.
+
+    Args:
+        display: ``(N, H, W, 3)`` uint8, or float32 in [0, 1].
+        cams: ``(N, H, W)`` float32 in [0, 1] (not checked: values outside wrap around), at the
+            display's size.
+        colormap, image_weight: as in :func:`overlay`.
+
+    Per pixel, as show_cam_on_image: ``heat = colormap(uint8(255 * cam)) / 255``,
+    ``x = (1 - w) * heat + w * img``, ``uint8(255 * x / max(x))`` with the max per image.
+    """
+    assert display.ndim == 4 and display.shape[-1] == 3, display.shape
+    assert cams.shape == display.shape[:3], (cams.shape, display.shape)
+    code = _colormap_code(colormap)
+    w = float(image_weight)
+    index = (np.float32(255) * np.asarray(cams, dtype=np.float32)).astype(np.uint8)
+    # Table lookups give exactly the float32 values the per-pixel expressions would.
+    out = np.take(np.float32(1 - w) * _heat_table(code), index, axis=0)
+    if display.dtype == np.uint8:
+        out += np.take(np.float32(w) * _UNIT_TABLE, display)
+    else:
+        out += np.float32(w) * display.astype(np.float32, copy=False)
+    peak = out.max(axis=(1, 2, 3), keepdims=True)
+    peak[peak == 0] = 1  # an all-black result (black image, weight 1) stays black, not NaN
+    out /= peak
+    out *= np.float32(255)
+    return out.astype(np.uint8)
+
+
+def colorize(cam: Any, colormap: str | int = "jet") -> np.ndarray:
+    """A bare heatmap: ``uint8 RGB (H, W, 3)``, or ``(N, H, W, 3)`` for batched CAMs.
+
+    ``cam`` as in :func:`overlay` (NaN -> 0, clipped to [0, 1]); colors as ``blend`` uses them.
+    """
+    code = _colormap_code(colormap)
+    cams, batched = _as_cams(cam)
+    index = (np.float32(255) * cams).astype(np.uint8)
+    out = np.take(_color_table(code), index, axis=0)
+    return out if batched else out[0]
+
+
+def to_png(image: Any) -> bytes:
+    """PNG bytes of one ``uint8`` image: RGB ``(H, W, 3)``, RGBA ``(H, W, 4)`` or gray ``(H, W)``
+    / ``(H, W, 1)``."""
+    arr, _ = _as_numpy(image, "image")
+    if arr.dtype != np.uint8:
+        raise InputError(
+            f"to_png needs uint8 pixels, got dtype {arr.dtype}; convert with to_display() or "
+            "overlay() first."
+        )
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]  # OpenCV writes BGR(A)
+    elif arr.ndim != 2:
+        raise InputError(
+            f"to_png got shape {tuple(arr.shape)}; expected one image (H, W), (H, W, 3) or "
+            "(H, W, 4). For a batch, encode each image: to_png(images[i])."
+        )
+    if arr.size == 0:
+        raise InputError(f"to_png got an empty image (shape {tuple(arr.shape)}).")
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr))
+    if not ok:
+        raise InputError(f"OpenCV could not encode an image of shape {arr.shape} as PNG.")
+    return buf.tobytes()
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+# img / 255 for every uint8 value, float32 like np.float32(img) / 255 in show_cam_on_image.
+_UNIT_TABLE = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
+@cache
+def _color_table(code: int) -> np.ndarray:
+    """uint8 RGB ``(256, 3)``: the colormap's color for each uint8 value (read-only)."""
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), code)
+    table = np.ascontiguousarray(bgr[:, 0, ::-1])
+    table.flags.writeable = False
+    return table
+
+
+@cache
+def _heat_table(code: int) -> np.ndarray:
+    """float32 RGB ``(256, 3)``: ``np.float32(heatmap) / 255`` as show_cam_on_image has it."""
+    table = np.float32(_color_table(code)) / 255
+    table.flags.writeable = False
+    return table
+
+
+def _colormap_code(colormap: str | int) -> int:
+    if isinstance(colormap, str):
+        key = colormap.strip().lower().removeprefix("cv2.").removeprefix("colormap_")
+        if key in COLORMAPS:
+            return COLORMAPS[key]
+    elif (
+        isinstance(colormap, (int, np.integer))
+        and not isinstance(colormap, bool)
+        and int(colormap) in COLORMAPS.values()
+    ):
+        return int(colormap)
+    raise InputError(f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}.")
+
+
+def _check_weight(image_weight: Any) -> float:
+    try:
+        w = float(image_weight)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"image_weight must be a number in [0, 1], got {image_weight!r}.") from exc
+    if not 0.0 <= w <= 1.0:  # also refuses NaN
+        raise InputError(f"image_weight must be in [0, 1], got {image_weight!r}.")
+    return w
+
+
+def _as_cams(cam: Any) -> tuple[np.ndarray, bool]:
+    """CAM(s) -> ``(float32 (M, h, w) in [0, 1], batched)``; NaN -> 0, values clipped."""
+    arr, _ = _as_numpy(cam, "cam")
+    shape = tuple(arr.shape)
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim not in (2, 3) or arr.size == 0:
+        raise InputError(
+            f"cam has shape {shape}; expected a non-empty (H, W), (N, H, W) or (N, 1, H, W)."
+        )
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.number)) or np.iscomplexobj(arr):
+        raise InputError(f"cam has dtype {arr.dtype}; expected float (or int/bool) values.")
+    batched = arr.ndim == 3
+    values = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    np.clip(values, 0.0, 1.0, out=values)
+    return (values if batched else values[None]), batched
+
+
+def _resize_cams(cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """float32 ``(M, h, w)`` -> ``(M, H, W)``, bilinear (cv2 INTER_LINEAR), kept in [0, 1]."""
+    height, width = size
+    if cams.shape[1:] == (height, width):
+        return cams
+    out = np.stack([cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in cams])
+    return np.clip(out, 0.0, 1.0, out=out)
