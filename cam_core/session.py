@@ -1,0 +1,195 @@
+"""UI-free helpers of an interactive session: batches of uploads, cache keys, a result cache.
+
+The Streamlit pages stay thin by calling these: they pair per-modality uploads into one batch,
+re-check upload sizes (the browser-side limit is not a guarantee), hash input *content* for cache
+keys, and keep computed :class:`~cam_core.CamResult` objects in a bounded, thread-safe LRU so that
+a slider move (colormap, image_weight) never calls the model again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ResultCache",
+    "cam_key",
+    "check_upload_size",
+    "content_hash",
+    "inputs_digest",
+    "list_samples",
+    "pair_batches",
+    "top_k",
+]
+
+#: File suffixes offered by the upload widgets and recognised in sample folders.
+IMAGE_SUFFIXES = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif")
+
+T = TypeVar("T")
+V = TypeVar("V")
+
+
+def content_hash(array: np.ndarray) -> str:
+    """Hex digest of an array's dtype, shape and bytes: equal pixels give equal keys.
+
+    Hashing decoded pixels rather than file bytes makes the same picture saved twice (or
+    re-uploaded under another name) hit the same cached CAM.
+    """
+    array = np.ascontiguousarray(array)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def inputs_digest(inputs: Mapping[str, Sequence[np.ndarray]]) -> tuple[tuple[str, tuple], ...]:
+    """Per modality (sorted by name), the content hashes of its images, in batch order."""
+    return tuple(
+        (name, tuple(content_hash(image) for image in inputs[name])) for name in sorted(inputs)
+    )
+
+
+def cam_key(
+    model: str,
+    inputs: Mapping[str, Sequence[np.ndarray]],
+    *,
+    layer: str,
+    method: str,
+    target: int | None,
+    options: Mapping[str, Any] | None = None,
+) -> tuple:
+    """Cache key of one explain request: (model, input content hashes, layer, method, target,
+    options). Everything that changes the CAM is in it; display settings are not."""
+    opts = tuple(sorted((options or {}).items()))
+    return (model, inputs_digest(inputs), layer, method, target, opts)
+
+
+def pair_batches(files: Mapping[str, Sequence[T]], modalities: Sequence[str]) -> dict[str, list[T]]:
+    """Check that every modality has inputs and all have the same count; items pair by order.
+
+    Args:
+        files: per modality name, its items (uploads, decoded images, ...) in upload order.
+        modalities: the model's modality names, in order.
+    Returns:
+        ``{modality: list of items}`` in the order of ``modalities``; item ``i`` of each list
+        together form sample ``i``.
+    Raises:
+        InputError: a modality has no input (``.modality`` set), or the counts differ.
+    """
+    for name in modalities:
+        if not files.get(name):
+            raise InputError(
+                f"No image for modality {name!r}: upload one per sample "
+                f"(the model needs {', '.join(modalities)}).",
+                modality=name,
+            )
+    counts = {name: len(files[name]) for name in modalities}
+    if len(set(counts.values())) > 1:
+        listing = ", ".join(f"{name}: {n}" for name, n in counts.items())
+        raise InputError(
+            f"Different numbers of images per modality ({listing}). Images are paired across "
+            "modalities by upload order, so give every modality the same number of files."
+        )
+    return {name: list(files[name]) for name in modalities}
+
+
+def check_upload_size(filename: str, size: int, limit_mb: float, *, modality: str) -> None:
+    """Refuse a file over the size limit, naming the file, its size and the limit.
+
+    The per-widget limit of a file uploader is enforced by the browser only, and the server's
+    ``server.maxUploadSize`` may be configured larger than what decoding should accept.
+    """
+    if size > limit_mb * 1024 * 1024:
+        raise InputError(
+            f"{filename} is {size / 1024 / 1024:.1f} MB; the limit is {limit_mb:g} MB per file. "
+            "Downscale or recompress it.",
+            modality=modality,
+        )
+
+
+def top_k(
+    probabilities: np.ndarray, class_name: Any, k: int = 5
+) -> list[list[tuple[int, str, float]]]:
+    """Per sample, the ``k`` most probable classes as ``(index, name, probability)``.
+
+    Args:
+        probabilities: ``(N, K)`` float.
+        class_name: callable ``index -> str`` (e.g. ``CamResult.class_name``).
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    rows = []
+    for row in probabilities:
+        order = np.argsort(-row, kind="stable")[:k]
+        rows.append([(int(i), str(class_name(int(i))), float(row[i])) for i in order])
+    return rows
+
+
+def list_samples(directory: str | Path | None, modalities: Sequence[str]) -> dict[str, dict]:
+    """Sample sets in ``directory``: each sub-folder holding one image per modality.
+
+    Returns ``{folder name: {modality: path}}``, sorted by name; folders missing a modality are
+    skipped (a sample must be complete to be explained).
+    """
+    if directory is None or not Path(directory).is_dir():
+        return {}
+    samples: dict[str, dict] = {}
+    for folder in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
+        found = {}
+        for name in modalities:
+            for suffix in IMAGE_SUFFIXES:
+                path = folder / f"{name}.{suffix}"
+                if path.is_file():
+                    found[name] = path
+                    break
+        if len(found) == len(modalities):
+            samples[folder.name] = found
+    return samples
+
+
+class ResultCache(Generic[V]):
+    """A bounded least-recently-used mapping, safe to share between sessions (threads).
+
+    One instance is shared by all browser sessions (``st.cache_resource``); keys carry the
+    input content, so one user's hit is never another user's image.
+    """
+
+    def __init__(self, max_entries: int = 16) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        self.max_entries = max_entries
+        self._items: OrderedDict[Hashable, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> V | None:
+        """The cached value, or ``None``; a hit becomes the most recently used."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Hashable, value: V) -> None:
+        """Store a value, evicting the least recently used beyond ``max_entries``."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget everything (e.g. after the model was reloaded)."""
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
