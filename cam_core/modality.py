@@ -8,9 +8,19 @@ image, kept apart so overlays are always drawn on un-normalized pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+import pathlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Modality"]
+import cv2
+import numpy as np
+import torch
+
+from .errors import InputError
+
+__all__ = ["Modality", "Batch", "prepare_inputs"]
 
 
 @dataclass(frozen=True)
@@ -42,8 +52,6 @@ class Modality:
     description: str = ""
 
     def __post_init__(self) -> None:
-        from .errors import InputError
-
         if not isinstance(self.name, str) or not self.name.strip():
             raise InputError(f"Modality name must be a non-empty string, got {self.name!r}.")
         if not isinstance(self.channels, int) or self.channels < 1:
@@ -59,16 +67,214 @@ class Modality:
                     f"Modality {self.name!r}: size must be (height, width), got {self.size!r}."
                 )
             object.__setattr__(self, "size", size)
-        for field in ("mean", "std"):
-            value = getattr(self, field)
+        for attribute in ("mean", "std"):
+            value = getattr(self, attribute)
             if value is None:
                 continue
             value = tuple(float(v) for v in value)
             if len(value) not in (1, self.channels):
                 raise InputError(
-                    f"Modality {self.name!r}: {field} has {len(value)} values; expected 1 or "
+                    f"Modality {self.name!r}: {attribute} has {len(value)} values; expected 1 or "
                     f"{self.channels} (one per channel)."
                 )
-            object.__setattr__(self, field, value)
+            object.__setattr__(self, attribute, value)
         if self.std is not None and any(s == 0 for s in self.std):
             raise InputError(f"Modality {self.name!r}: std must not contain 0, got {self.std}.")
+
+    def normalize(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 ``(N, H, W, C)`` images → float32 ``(N, C, H, W)`` network tensor."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        if self.mean is not None:
+            x = x - torch.tensor(self.mean).view(1, -1, 1, 1)
+        if self.std is not None:
+            x = x / torch.tensor(self.std).view(1, -1, 1, 1)
+        return x
+
+    def denormalize(self, tensor: torch.Tensor) -> np.ndarray:
+        """Network tensor ``(N, C, H, W)`` → display image uint8 ``(N, H, W, 3)``.
+
+        Undoes mean/std; values that still fall outside ``[0, 1]`` (a tensor normalized some
+        other way) are min-max scaled per image.  One channel is shown as gray; other channel
+        counts than 1 and 3 as the gray mean of their channels.
+        """
+        x = tensor.detach().float().cpu()
+        if self.std is not None:
+            x = x * torch.tensor(self.std).view(1, -1, 1, 1)
+        if self.mean is not None:
+            x = x + torch.tensor(self.mean).view(1, -1, 1, 1)
+        if x.shape[1] not in (1, 3):
+            x = x.mean(dim=1, keepdim=True)
+        low = x.amin(dim=(1, 2, 3), keepdim=True)
+        high = x.amax(dim=(1, 2, 3), keepdim=True)
+        outside = (low < -1e-3) | (high > 1 + 1e-3)
+        scaled = (x - low) / (high - low).clamp_min(1e-12)
+        x = torch.where(outside, scaled, x.clamp(0, 1))
+        images = (x * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return np.repeat(images, 3, axis=3) if images.shape[3] == 1 else images
+
+
+@dataclass
+class Batch:
+    """Inputs ready for the model: network tensors and display images, per modality.
+
+    Attributes:
+        tensors: ``{name: float32 (N, C, H, W)}`` on the explainer's device.
+        display: ``{name: uint8 (N, H, W, 3)}`` — what the CAM is drawn on.
+        notes: things worth telling the user (alpha composited, 16-bit rescaled, ...).
+    """
+
+    tensors: dict[str, torch.Tensor]
+    display: dict[str, np.ndarray]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """The batch size N."""
+        return next(iter(self.tensors.values())).shape[0]
+
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        """``{name: (H, W)}`` of every modality's network input."""
+        return {name: tuple(t.shape[-2:]) for name, t in self.tensors.items()}
+
+    def select(self, index: int) -> Batch:
+        """The one-sample batch of sample ``index``."""
+        return Batch(
+            {k: v[index : index + 1] for k, v in self.tensors.items()},
+            {k: v[index : index + 1] for k, v in self.display.items()},
+            self.notes,
+        )
+
+
+def prepare_inputs(
+    modalities: Sequence[Modality], inputs: Mapping[str, Any], device: torch.device | str = "cpu"
+) -> Batch:
+    """Validate and convert the user's inputs for every modality.
+
+    ``inputs[name]`` is a normalized tensor ``(N, C, H, W)`` or ``(C, H, W)`` (used as is), or
+    images: bytes, a path, a file object, a PIL image, a uint8/float numpy image ``(H, W[, C])``
+    or batch ``(N, H, W[, C])``, or a list of those.  Every modality must have the same N.
+    """
+    if not isinstance(inputs, Mapping):
+        raise InputError(
+            "inputs must be a dict {modality name: images or tensor}, got "
+            f"{type(inputs).__name__}."
+        )
+    names = [m.name for m in modalities]
+    unknown = [k for k in inputs if k not in names]
+    if unknown:
+        raise InputError(
+            f"unknown modality {unknown[0]!r} in inputs; this model's modalities are "
+            f"{', '.join(names)}.",
+            modality=unknown[0],
+        )
+    tensors, display, notes = {}, {}, []
+    for modality in modalities:
+        if modality.name not in inputs or inputs[modality.name] is None:
+            raise InputError(
+                f"modality {modality.name!r} is missing: give one input per modality "
+                f"({', '.join(names)}).",
+                modality=modality.name,
+            )
+        value = inputs[modality.name]
+        if isinstance(value, torch.Tensor):
+            tensor = _check_tensor(modality, value)
+            display[modality.name] = modality.denormalize(tensor)
+        else:
+            images = _load_images(modality, value, notes)
+            display[modality.name] = images if images.shape[3] == 3 else np.repeat(images, 3, 3)
+            tensor = modality.normalize(images)
+        tensors[modality.name] = tensor.to(device)
+    counts = {name: t.shape[0] for name, t in tensors.items()}
+    if len(set(counts.values())) > 1:
+        found = ", ".join(f"{name}: {n}" for name, n in counts.items())
+        raise InputError(
+            f"every modality needs the same number of images (they are paired by order); "
+            f"got {found}."
+        )
+    return Batch(tensors, display, notes)
+
+
+def _check_tensor(modality: Modality, value: torch.Tensor) -> torch.Tensor:
+    name = modality.name
+    if value.dim() == 3:
+        value = value.unsqueeze(0)
+    if value.dim() != 4:
+        raise InputError(
+            f"{name}: a tensor input must be (N, C, H, W) or (C, H, W), got shape "
+            f"{tuple(value.shape)}.",
+            modality=name,
+        )
+    if value.shape[1] != modality.channels:
+        raise InputError(
+            f"{name}: tensor has {value.shape[1]} channels, the modality expects "
+            f"{modality.channels} (shape (N, C, H, W) = {tuple(value.shape)}).",
+            modality=name,
+        )
+    if not value.is_floating_point():
+        raise InputError(
+            f"{name}: a tensor input must be float (normalized), got {value.dtype}; pass images "
+            "as numpy uint8 instead to have them normalized.",
+            modality=name,
+        )
+    if value.shape[0] == 0:
+        raise InputError(f"{name}: the tensor holds no images (batch size 0).", modality=name)
+    # clone(): a tensor made under torch.inference_mode() cannot take part in autograd.
+    with torch.inference_mode(False):
+        value = value.detach().clone()
+    if not torch.isfinite(value).all():
+        raise InputError(f"{name}: the tensor contains NaN or infinite values.", modality=name)
+    return value
+
+
+def _as_image_list(value: Any) -> list[Any]:
+    """Split a modality's value into single images."""
+    if isinstance(value, np.ndarray):
+        one_image = value.ndim == 2 or (value.ndim == 3 and value.shape[2] in (1, 3, 4))
+        return [value] if one_image else list(value)
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, (bytes, bytearray, memoryview, str, pathlib.Path, io.IOBase)):
+        return [value]
+    return [value]
+
+
+def _load_images(modality: Modality, value: Any, notes: list[str]) -> np.ndarray:
+    """Decode, convert and resize a modality's images → uint8 ``(N, H, W, channels)``."""
+    from .images import load_image
+
+    name = modality.name
+    sources = _as_image_list(value)
+    if not sources:
+        raise InputError(f"{name}: no image given.", modality=name)
+    images = []
+    for i, source in enumerate(sources):
+        label = f"{name}" if len(sources) == 1 else f"{name} image {i + 1}"
+        own_notes: list[str] = []
+        try:
+            image = load_image(source, channels=modality.channels, notes=own_notes)
+        except InputError as exc:
+            raise InputError(f"{label}: {exc}", modality=name) from exc
+        notes.extend(f"{label}: {note}" for note in own_notes)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if modality.size is not None and image.shape[:2] != modality.size:
+            image = _resize(image, modality.size)
+        images.append(image)
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        found = ", ".join(f"{im.shape[1]}×{im.shape[0]}" for im in images)
+        raise InputError(
+            f"{name}: images of one batch must have the same size, got {found}; set "
+            f"Modality({name!r}, size=(H, W)) to have them resized.",
+            modality=name,
+        )
+    return np.stack(images)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 ``(H, W, C)`` to ``size`` = (H, W): area when shrinking, else bilinear."""
+    height, width = size
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (width, height), interpolation=interpolation)
+    return resized.reshape(height, width, image.shape[2])

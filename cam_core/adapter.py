@@ -1,0 +1,264 @@
+"""Presenting a multi-input model to grad-cam as a one-tensor module, without editing it.
+
+grad-cam calls ``model(input_tensor)`` with one tensor.  :class:`BoundModel` is that one-tensor
+module: the explained modality is its input, every other modality is bound and expanded to the
+incoming batch (ScoreCAM and AblationCAM run larger batches of one sample's copies).
+
+The chosen layer is reached through a *tap*: a forward hook on the user's module routes the
+chosen call's output, read as an ``(N, C, h, w)`` map by its :class:`~cam_core.layers.OutputView`,
+through :attr:`BoundModel.tap`, an identity module grad-cam hooks instead of the layer itself.
+So tuple outputs, tokens, channels-last maps and shared modules all look like a plain conv map
+to every grad-cam method, and AblationCAM can swap the tap for its ablation layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InputError, LayerError
+from .layers import OutputView, analyze_output
+from .modality import Modality
+
+__all__ = ["BoundModel", "OutputRule", "select_logits", "preserved_state", "describe_output"]
+
+OutputRule = int | str | Callable[[Any], torch.Tensor] | None
+
+
+class _Tap(nn.Identity):
+    """Where grad-cam hooks: the chosen layer's map passes through here."""
+
+
+class BoundModel(nn.Module):
+    """``model`` as a function of one modality's tensor, the others bound.
+
+    Args:
+        model: the user's model (not copied, not edited).
+        modalities: all modalities, in forward order.
+        tensors: ``{name: (N, C, H, W)}`` for every modality; the explained one is ignored.
+        explained: the modality whose tensor comes in through :meth:`forward`.
+        output: rule that picks the logits out of the model's output (see :func:`select_logits`).
+        device: where the inputs live; grad-cam reads its device from the first parameter.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        modalities: Sequence[Modality],
+        tensors: Mapping[str, torch.Tensor],
+        explained: str,
+        output: OutputRule,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        # Registered first so that grad-cam's `next(model.parameters())` gives our device even
+        # for a model without parameters.
+        self.anchor = nn.Parameter(torch.empty(0, device=device), requires_grad=False)
+        self.model = model
+        self.tap = _Tap()
+        self.modalities = tuple(modalities)
+        self.tensors = dict(tensors)
+        self.explained = explained
+        self.output_rule = output
+        self.last_logits: torch.Tensor | None = None
+        self.calls = 0  # calls of the routed module in the current forward
+        self.batch = 0  # batch size of the current forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls = 0
+        self.batch = n = x.shape[0]
+        args, kwargs = [], {}
+        for modality in self.modalities:
+            if modality.name == self.explained:
+                value = x
+            else:
+                value = _expand(self.tensors[modality.name], n, modality.name)
+            if modality.arg:
+                kwargs[modality.arg] = value
+            else:
+                args.append(value)
+        logits = select_logits(self.model(*args, **kwargs), self.output_rule)
+        self.last_logits = logits.detach()
+        return logits
+
+    @contextlib.contextmanager
+    def routed(
+        self, module: nn.Module, call: int, segment_of: str | None
+    ) -> Iterator[_RouteRecord]:
+        """Route call ``call`` of ``module`` through :attr:`tap` while inside the block.
+
+        ``segment_of`` names the modality whose tokens to use when a token layer concatenates
+        several modalities.  The hook is removed on exit, also after an error.
+        """
+        record = _RouteRecord()
+        sizes = {m.name: tuple(self.tensors[m.name].shape[-2:]) for m in self.modalities}
+
+        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+            index = self.calls
+            self.calls += 1
+            record.calls = max(record.calls, self.calls)
+            if index != call:
+                return None
+            view = analyze_output(output, self.batch, sizes)
+            if isinstance(view, str):
+                raise LayerError(f"this layer cannot be a CAM target: {view}.")
+            record.view = view
+            segment = view.segment_for(segment_of) if segment_of else 0
+            if segment is None:
+                # This modality has no tokens here; route another segment so the engine runs,
+                # and let the caller discard the result.
+                record.missing_segment = True
+                segment = 0
+            record.segment = segment
+            tensor = view.pick(output)
+            tapped = self.tap(view.to_map(tensor, segment))
+            return view.put(output, view.from_map(tensor, tapped, segment))
+
+        handle = module.register_forward_hook(hook)
+        try:
+            yield record
+        finally:
+            handle.remove()
+
+
+@dataclasses.dataclass
+class _RouteRecord:
+    """What the routing hook saw during the last forward passes."""
+
+    calls: int = 0
+    view: OutputView | None = None
+    segment: int = 0
+    missing_segment: bool = False
+
+
+def _expand(tensor: torch.Tensor, n: int, name: str) -> torch.Tensor:
+    if tensor.shape[0] == n:
+        return tensor
+    if tensor.shape[0] == 1:
+        return tensor.expand(n, *tensor.shape[1:])
+    raise InputError(
+        f"internal batch mismatch for {name!r}: bound batch {tensor.shape[0]}, incoming {n}.",
+        modality=name,
+    )
+
+
+# -- the model's output ---------------------------------------------------------------------------
+
+
+def describe_output(output: Any, depth: int = 0) -> str:
+    """Short structural description of a model output, for error messages."""
+    if isinstance(output, torch.Tensor):
+        return f"Tensor{tuple(output.shape)}"
+    if depth > 2:
+        return type(output).__name__
+    if isinstance(output, Mapping):
+        inner = ", ".join(f"{k!r}: {describe_output(v, depth + 1)}" for k, v in output.items())
+        return f"{type(output).__name__}({inner})"
+    if isinstance(output, (tuple, list)):
+        inner = ", ".join(describe_output(v, depth + 1) for v in output)
+        return f"{type(output).__name__}({inner})"
+    if dataclasses.is_dataclass(output):
+        inner = ", ".join(
+            f"{f.name}={describe_output(getattr(output, f.name), depth + 1)}"
+            for f in dataclasses.fields(output)
+        )
+        return f"{type(output).__name__}({inner})"
+    return type(output).__name__
+
+
+def select_logits(output: Any, rule: OutputRule = None) -> torch.Tensor:
+    """The ``(N, num_classes)`` logits inside a model's output.
+
+    ``rule``: an index (tuple/list), a key (dict) or attribute name (object), or a callable
+    taking the output.  Default: a tensor as is; else a ``logits`` key or attribute; else the
+    first tensor of a tuple, list, dict or dataclass.  A 1-D output ``(N,)`` is one logit per
+    sample and becomes ``(N, 1)``.
+    """
+    picked = _apply_rule(output, rule)
+    if not isinstance(picked, torch.Tensor):
+        raise InputError(
+            f"the model's output has no logits tensor where expected (output={rule!r}); it "
+            f"returned {describe_output(output)}. Set output= (index, key or callable) to pick "
+            "the logits."
+        )
+    if picked.dim() == 1:
+        picked = picked[:, None]
+    if picked.dim() != 2:
+        raise InputError(
+            f"the logits must be (N, num_classes), got shape {tuple(picked.shape)} from "
+            f"{describe_output(output)}. Set output= to pick the classification logits."
+        )
+    return picked
+
+
+def _apply_rule(output: Any, rule: OutputRule) -> Any:
+    if callable(rule):
+        return rule(output)
+    if isinstance(rule, int):
+        try:
+            return output[rule]
+        except (IndexError, KeyError, TypeError) as exc:
+            raise InputError(
+                f"output={rule} does not index the model's output {describe_output(output)}."
+            ) from exc
+    if isinstance(rule, str):
+        if isinstance(output, Mapping) and rule in output:
+            return output[rule]
+        if hasattr(output, rule):
+            return getattr(output, rule)
+        raise InputError(
+            f"output={rule!r} is not a key or attribute of the model's output "
+            f"{describe_output(output)}."
+        )
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        if "logits" in output:
+            return output["logits"]
+        values = list(output.values())
+    elif hasattr(output, "logits") and isinstance(output.logits, torch.Tensor):
+        return output.logits
+    elif dataclasses.is_dataclass(output):
+        values = [getattr(output, f.name) for f in dataclasses.fields(output)]
+    elif isinstance(output, (tuple, list)):
+        values = list(output)
+    else:
+        values = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            return value
+    return None
+
+
+# -- state of the user's model ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module) -> Iterator[None]:
+    """Restore the model exactly as it was on exit, also after an error.
+
+    grad-cam calls ``model.eval()``, leaves ``.grad`` on parameters, and AblationCAM swaps a
+    submodule without ``try/finally``: training flags, the module structure, ``requires_grad``
+    and ``.grad`` of every parameter are put back.
+    """
+    modules = list(model.modules())
+    training = [(m, m.training) for m in modules]
+    children = [(m, dict(m._modules)) for m in modules]
+    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for module, saved in children:
+            if module._modules != saved:
+                module._modules.clear()
+                module._modules.update(saved)
+        for module, flag in training:
+            module.training = flag
+        for param, requires_grad, grad in params:
+            param.requires_grad_(requires_grad)
+            param.grad = grad

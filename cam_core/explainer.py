@@ -1,0 +1,672 @@
+"""The public entry point: explain any (multi-input) model at any layer with any CAM method.
+
+One :class:`Explainer` wraps one model and may be shared by many threads (browser sessions):
+every forward/backward on the model runs under the explainer's lock, a grad-cam object lives for
+one request, and the model is left exactly as it was — hooks removed, training flags,
+``requires_grad``, ``.grad`` and submodules restored — after a success and after an error.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .adapter import BoundModel, OutputRule, preserved_state
+from .errors import CamError, InputError, LayerError, MethodError, ResourceError, TargetError
+from .layers import LayerInfo, OutputView, analyze_output, parse_layer, resolve_module
+from .methods import METHODS, MethodInfo, get_method
+from .modality import Batch, Modality, prepare_inputs
+from .result import CamResult
+
+__all__ = ["Explainer"]
+
+Progress = Callable[[int, int], None]
+Target = int | str | None
+
+
+class Explainer:
+    """CAMs of a (multi-input) model, per modality, without editing the model.
+
+    Args:
+        model: any ``nn.Module``; moved to ``device``, never edited.
+        modalities: the model's inputs, in ``forward`` order (``Modality(arg=...)`` passes one
+            by keyword).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, ...
+        output: how to find the logits in the model's output (index, key or callable); default:
+            a tensor as is, else a ``logits`` key/attribute, else the first tensor.
+        classes: class names, in logit order.
+        default_layer: the layer to show first (the UI and CLI use it when none is chosen).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        modalities: Sequence[Modality],
+        device: str | torch.device = "auto",
+        output: OutputRule = None,
+        classes: Sequence[str] | None = None,
+        default_layer: str | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        self.modalities = _check_modalities(modalities)
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.output = output
+        self.classes = list(classes) if classes is not None else None
+        self.default_layer = default_layer
+        self.lock = threading.RLock()
+        self._trees: dict[tuple, list[LayerInfo]] = {}
+
+    # -- what is available ------------------------------------------------------------------------
+
+    def methods(self) -> list[str]:
+        """Names of the available CAM methods."""
+        return list(METHODS)
+
+    @staticmethod
+    def method_info(name: str) -> MethodInfo:
+        """Metadata of method ``name`` (gradients, cost, notes)."""
+        return get_method(name)
+
+    def prepare(self, inputs: Mapping[str, Any] | Batch) -> Batch:
+        """Validate and normalize ``inputs`` (see :func:`~cam_core.modality.prepare_inputs`)."""
+        if isinstance(inputs, Batch):
+            return inputs
+        with torch.inference_mode(False):
+            return prepare_inputs(self.modalities, inputs, self.device)
+
+    def predict(self, inputs: Mapping[str, Any] | Batch) -> np.ndarray:
+        """Class probabilities float32 ``(N, num_classes)``."""
+        batch = self.prepare(inputs)
+        with self._guarded(), torch.no_grad():
+            self.model.eval()
+            bound = self._bound(batch, self.modalities[0].name)
+            logits = bound(batch.tensors[self.modalities[0].name])
+        return _probabilities(logits)
+
+    def layer_tree(self, inputs: Mapping[str, Any] | Batch | None = None) -> list[LayerInfo]:
+        """Every module of the model, one row per call, with whether it can be a CAM target.
+
+        One dry run (no gradients) on ``inputs`` — or, when none are given, on zeros of each
+        modality's ``size`` — finds output shapes.  Cached per input size.
+        """
+        batch = self._example_batch(inputs)
+        key = tuple(batch.sizes().items())
+        if key not in self._trees:
+            self._trees[key] = self._build_tree(batch)
+        return self._trees[key]
+
+    # -- explaining -------------------------------------------------------------------------------
+
+    def explain(
+        self,
+        inputs: Mapping[str, Any] | Batch,
+        layer: str | None = None,
+        method: str = "gradcam",
+        target: Target | Sequence[Target] = None,
+        *,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+        progress: Progress | None = None,
+    ) -> CamResult:
+        """CAMs of every modality at ``layer`` with ``method``.
+
+        Args:
+            inputs: ``{modality: tensor (N, C, H, W) or images}``, see :meth:`prepare`.
+            layer: dotted module path (``"layer4"``, ``"encoder@1"`` for a module's second
+                call); defaults to ``default_layer``.  Ignored by FullGrad.
+            method: one of :meth:`methods`.
+            target: class to explain: None = predicted class, an int (or class name), or one
+                per sample.
+            aug_smooth: average over flips and brightness changes, applied to every modality.
+            eigen_smooth: first principal component of the weighted activations.
+            progress: called as ``progress(done, total)`` after each model run.
+        """
+        info = get_method(method)
+        batch = self.prepare(inputs)
+        targets = self._check_targets(target, batch.size)
+        layer = layer if layer is not None else self.default_layer
+        module = call = None
+        if info.uses_layer:
+            if layer is None:
+                raise LayerError(
+                    f"choose a layer for {info.name!r} (see Explainer.layer_tree()); this model "
+                    "has no default layer."
+                )
+            module_path, call = parse_layer(layer)
+            module = resolve_module(self.model, module_path)
+        job = _Job(self, info, batch, module, call, aug_smooth, eigen_smooth, progress)
+        with self._guarded():
+            (cams, raw), probabilities, resolved, notices = job.run(targets)
+        return self._result(batch, info, layer, cams, raw, probabilities, resolved, notices, job)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Lock, autograd on, model state restored, out-of-memory turned into ResourceError."""
+        out_of_memory = None
+        with self.lock:
+            try:
+                with (
+                    preserved_state(self.model),
+                    torch.inference_mode(False),
+                    torch.enable_grad(),
+                ):
+                    yield
+            except torch.OutOfMemoryError as exc:
+                out_of_memory = str(exc).splitlines()[0]
+            except RuntimeError as exc:
+                if "out of memory" not in str(exc) and "can't allocate memory" not in str(exc):
+                    raise
+                out_of_memory = str(exc).splitlines()[0]
+            finally:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        if out_of_memory is not None:
+            # Raised outside the except block so the failed computation's frames (and tensors)
+            # are freed before the user sees the error.
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise ResourceError(
+                f"out of memory on {self.device} while computing ({out_of_memory}). Use fewer "
+                "or smaller images, a gradient method instead of ScoreCAM/AblationCAM, or the "
+                "CPU; the model is unchanged and the next request can run."
+            )
+
+    def _bound(self, batch: Batch, explained: str) -> BoundModel:
+        return BoundModel(
+            self.model, self.modalities, batch.tensors, explained, self.output, self.device
+        )
+
+    def _example_batch(self, inputs: Mapping[str, Any] | Batch | None) -> Batch:
+        if inputs is not None:
+            return self.prepare(inputs).select(0)
+        missing = [m.name for m in self.modalities if m.size is None]
+        if missing:
+            raise InputError(
+                f"layer_tree() needs example inputs, or a size on every modality (none on "
+                f"{', '.join(missing)}).",
+                modality=missing[0],
+            )
+        tensors = {
+            m.name: torch.zeros(1, m.channels, *m.size, device=self.device) for m in self.modalities
+        }
+        display = {m.name: np.zeros((1, *m.size, 3), np.uint8) for m in self.modalities}
+        return Batch(tensors, display)
+
+    def _build_tree(self, batch: Batch) -> list[LayerInfo]:
+        sizes = batch.sizes()
+        seen: dict[str, list[tuple[tuple[int, ...] | None, OutputView | str]]] = {}
+
+        def recorder(name: str) -> Callable[..., None]:
+            def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+                view = analyze_output(output, 1, sizes)
+                tensor = view.pick(output) if isinstance(view, OutputView) else None
+                shape = tuple(tensor.shape) if tensor is not None else _shape_of(output)
+                seen.setdefault(name, []).append((shape, view))
+
+            return hook
+
+        modules = [(name, m) for name, m in self.model.named_modules() if name]
+        handles = [m.register_forward_hook(recorder(name)) for name, m in modules]
+        try:
+            with self._guarded(), torch.no_grad():
+                self.model.eval()
+                first = self.modalities[0].name
+                self._bound(batch, first)(batch.tensors[first])
+        finally:
+            for handle in handles:
+                handle.remove()
+        rows = []
+        for name, module in modules:
+            params = sum(p.numel() for p in module.parameters())
+            depth = name.count(".") + 1
+            calls = seen.get(name, [])
+            if not calls:
+                rows.append(
+                    LayerInfo(
+                        name, name, 0, 0, type(module).__name__, params, None, False,
+                        "not called during the forward pass", depth,
+                    )
+                )  # fmt: skip
+                continue
+            for index, (shape, view) in enumerate(calls):
+                path = f"{name}@{index}" if len(calls) > 1 else name
+                ready = isinstance(view, OutputView)
+                reason = view.describe(shape) if ready else view
+                if len(calls) > 1:
+                    reason = f"call {index + 1} of {len(calls)}: {reason}"
+                rows.append(
+                    LayerInfo(
+                        path, name, index, len(calls), type(module).__name__, params, shape,
+                        ready, reason, depth,
+                    )
+                )  # fmt: skip
+        return rows
+
+    def _check_targets(self, target: Target | Sequence[Target], n: int) -> list[int | None]:
+        if target is None or isinstance(target, (int, str, np.integer)):
+            targets = [target] * n
+        elif isinstance(target, (list, tuple, np.ndarray)):
+            targets = list(target)
+            if len(targets) != n:
+                raise TargetError(
+                    f"target has {len(targets)} entries but there are {n} samples; give one per "
+                    "sample, one int for all, or None for the predicted class."
+                )
+        else:
+            raise TargetError(
+                f"target must be None, a class index, a class name or a list of those, got "
+                f"{type(target).__name__}."
+            )
+        return [self._class_index(t) for t in targets]
+
+    def _class_index(self, target: Target) -> int | None:
+        if target is None:
+            return None
+        if isinstance(target, str):
+            if self.classes and target in self.classes:
+                return self.classes.index(target)
+            known = f"; classes are {', '.join(self.classes)}" if self.classes else ""
+            raise TargetError(f"unknown class name {target!r}{known}.")
+        if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
+            raise TargetError(f"a target class must be an int, got {target!r}.")
+        if target < 0:
+            raise TargetError(f"target class must be >= 0, got {target}.")
+        return int(target)
+
+    def _result(
+        self,
+        batch: Batch,
+        info: MethodInfo,
+        layer: str | None,
+        cams: dict[str, np.ndarray],
+        raw: dict[str, np.ndarray],
+        probabilities: np.ndarray,
+        targets: list[int],
+        notices: list[str],
+        job: _Job,
+    ) -> CamResult:
+        empty = {}
+        for name, cam in cams.items():
+            flat = cam.reshape(cam.shape[0], -1)
+            empty[name] = ~(flat.max(axis=1) > 1e-6) | job.nan.get(name, False)
+            for i in np.flatnonzero(empty[name]):
+                sample = f" (sample {i + 1})" if batch.size > 1 else ""
+                notices.append(
+                    f"{name}{sample}: the CAM carries no signal (all zero, constant or NaN) — "
+                    "the layer may be dead or the gradient zero for this class."
+                )
+        for modality in self.modalities:
+            if not modality.aligned:
+                notices.append(
+                    f"{modality.name} is not spatially aligned with the scene: its heatmap shows "
+                    "where in that input (e.g. which frequencies) the model looked, not a place "
+                    "in the image."
+                )
+        if not info.uses_layer:
+            notices.append(info.notes)
+        return CamResult(
+            cams=cams,
+            raw=raw,
+            display=batch.display,
+            probabilities=probabilities,
+            targets=targets,
+            layer=layer if info.uses_layer else None,
+            method=info.name,
+            modalities=self.modalities,
+            classes=self.classes,
+            empty=empty,
+            notices=notices,
+            options={"aug_smooth": job.aug_smooth, "eigen_smooth": job.eigen_smooth},
+        )
+
+
+class _NoGradient(Exception):
+    """No gradient reached the layer in this run (it is not between input and score)."""
+
+
+class _ClassTarget:
+    """grad-cam target: the logit of one class, checked against the number of classes.
+
+    ``index=None`` explains the predicted class (argmax), resolved on first use.
+    """
+
+    def __init__(self, index: int | None) -> None:
+        self.index = index
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        classes = output.shape[-1]
+        if self.index is None:
+            self.index = int(output.detach().argmax(dim=-1).flatten()[0])
+        if self.index >= classes:
+            raise TargetError(
+                f"target class {self.index} is out of range: the model has {classes} classes "
+                f"(0..{classes - 1})."
+            )
+        return output[..., self.index]
+
+
+class _Job:
+    """One explain request: plans the engine runs and assembles per-modality CAMs."""
+
+    def __init__(
+        self,
+        explainer: Explainer,
+        info: MethodInfo,
+        batch: Batch,
+        module: nn.Module | None,
+        call: int | None,
+        aug_smooth: bool,
+        eigen_smooth: bool,
+        progress: Progress | None,
+    ) -> None:
+        self.explainer = explainer
+        self.info = info
+        self.batch = batch
+        self.module = module
+        self.call = call
+        self.aug_smooth = bool(aug_smooth)
+        self.eigen_smooth = bool(eigen_smooth)
+        self.progress = progress
+        self.nan: dict[str, np.ndarray] = {}
+        self.names = [m.name for m in explainer.modalities]
+
+    def run(self, targets: list[int | None]):
+        """Compute everything; called under the explainer's guard.
+
+        Returns ``(cams, raw, probabilities, targets, notices)``.
+        """
+        explainer, info, batch = self.explainer, self.info, self.batch
+        explainer.model.eval()
+        probabilities = None
+        if info.per_sample or self.aug_smooth:
+            # These runs see perturbed inputs: the predicted class must be fixed beforehand.
+            with torch.no_grad():
+                first = self.names[0]
+                logits = explainer._bound(batch, first)(batch.tensors[first])
+            probabilities = _probabilities(logits)
+            targets = _resolve(targets, logits)
+        samples = list(range(batch.size)) if info.per_sample else [None]
+        plan = self.names if info.input_dependent else self.names[:1]
+        native: dict[str, list[np.ndarray]] = {}
+        raw: dict[str, list[np.ndarray]] = {}
+        missing: list[str] = []
+        notices: list[str] = []
+        done = 0
+        index = 0
+        while index < len(plan):
+            name = plan[index]
+            cams, raws, record = [], [], None
+            for sample in samples:
+                part = batch if sample is None else batch.select(sample)
+                part_targets = targets if sample is None else [targets[sample]]
+                cam, raw_map, record, bound, used = self._run_engine(part, name, part_targets)
+                cams.append(cam)
+                raws.append(raw_map)
+                if sample is None:
+                    targets = used
+                    if probabilities is None:
+                        probabilities = _probabilities(bound.last_logits)
+                done += 1
+                if self.progress is not None:
+                    self.progress(done, len(samples) * len(plan))
+            if record is not None and record.missing_segment:
+                missing.append(name)
+            else:
+                native[name], raw[name] = cams, raws
+            view = record.view if record is not None else None
+            if index == 0 and record is not None:
+                notices += self._route_notices(record)
+            if index == 0 and view is not None and view.split and not info.input_dependent:
+                # Tokens of several modalities: each modality's CAM from its own tokens.
+                others = self.names[1:] if name == self.names[0] else []
+                plan = [name] + [n for n in others if view.segment_for(n) is not None]
+                missing += [n for n in others if view.segment_for(n) is None]
+            index += 1
+        for name in missing:
+            notices.append(
+                f"{name}: the layer's tokens hold no {name} tokens, so there is no CAM for it "
+                "here (shown empty)."
+            )
+        return self._assemble(native, raw, missing), probabilities, targets, notices
+
+    def _run_engine(self, batch: Batch, explained: str, targets: list[int | None]):
+        """One grad-cam run explaining ``explained``.
+
+        Returns the CAM (native resolution for layer methods), the raw map, the routing
+        record, the bound model and the class used per sample.
+        """
+        order = [explained]
+        if self.info.input_gradient and not self.info.input_dependent:
+            # ShapleyCAM differentiates w.r.t. the input only: its hooks fire only when the
+            # layer lies between that input and the score, so try each modality in turn.
+            order += [n for n in self.names if n != explained]
+        for through in order:
+            try:
+                return self._run_once(batch, through, explained, targets)
+            except _NoGradient:
+                continue
+        raise LayerError(
+            f"the class score does not depend on layer {self.module_name()!r} (no gradient "
+            "reached it); choose a layer on the path from the inputs to the output."
+        )
+
+    def _run_once(self, batch: Batch, through: str, explained: str, targets: list[int | None]):
+        """One engine run with ``through`` as grad-cam's input and ``explained``'s tokens."""
+        explainer, info = self.explainer, self.info
+        bound = explainer._bound(batch, through)
+        segment_of = explained if info.uses_layer else None
+        cam_obj = info.engine(bound, [bound.tap] if info.uses_layer else [])
+        raws: list[np.ndarray] = []
+        if info.uses_layer:
+            # Native resolution: one map serves every modality, resized to each afterwards.
+            cam_obj.get_target_width_height = lambda _input: None
+            original = cam_obj.get_cam_image
+
+            def capture(input_tensor, layer, chosen, activations, grads, *args, **kwargs):
+                if info.uses_gradients and grads is None:
+                    raise _NoGradient
+                out = original(input_tensor, layer, chosen, activations, grads, *args, **kwargs)
+                raws.append(np.asarray(out, dtype=np.float32))
+                return out
+
+            cam_obj.get_cam_image = capture
+        try:
+            with self._routing(bound, segment_of) as record:
+                cam, raw, used = self._call_engine(cam_obj, bound, through, targets, raws)
+        except AssertionError as exc:
+            raise MethodError(
+                f"{info.name} cannot run on this model: grad-cam's internal check failed "
+                f"({exc or 'assertion'}); shared or unused conv layers break FullGrad."
+            ) from exc
+        finally:
+            _release(cam_obj)
+        if record is not None and record.calls == 0:
+            raise LayerError(
+                f"layer {self.module_name()!r} was not called during the forward pass; choose a "
+                "layer the model runs (see Explainer.layer_tree())."
+            )
+        if record is not None and self.call is not None and self.call >= record.calls:
+            raise LayerError(
+                f"layer {self.module_name()!r} runs {record.calls} time(s) per forward; there is "
+                f"no call {self.call} (calls are numbered from 0)."
+            )
+        if any(t is None for t in used):  # methods without a class score never chose one
+            predicted = bound.last_logits.argmax(dim=-1).tolist()
+            used = [p if t is None else t for t, p in zip(used, predicted)]
+        return cam, raw, record, bound, used
+
+    def _call_engine(self, cam_obj, bound, explained, targets, raws):
+        """The engine call itself, with our own augmentation smoothing.
+
+        Returns ``(cam, raw, classes used)``.
+        """
+        if not self.aug_smooth:
+            chosen = [_ClassTarget(t) for t in targets]
+            cam = cam_obj(bound.tensors[explained], chosen, eigen_smooth=self.eigen_smooth)
+            cam = np.asarray(cam, np.float32)
+            return cam, (raws[-1] if raws else cam), [t.index for t in chosen]
+        import ttach as tta
+
+        # grad-cam's own smoothing would flip only the explained modality; flip them all.
+        transforms = tta.Compose([tta.HorizontalFlip(), tta.Multiply(factors=[0.9, 1, 1.1])])
+        cams, raw_maps = [], []
+        original = dict(bound.tensors)
+        try:
+            for transform in transforms:
+                bound.tensors = {k: transform.augment_image(v) for k, v in original.items()}
+                chosen = [_ClassTarget(t) for t in targets]
+                cam = cam_obj(bound.tensors[explained], chosen, eigen_smooth=self.eigen_smooth)
+                cams.append(_deaugment(transform, cam))
+                raw_maps.append(_deaugment(transform, raws[-1] if raws else cam))
+        finally:
+            bound.tensors = original
+        mean = np.mean(cams, axis=0, dtype=np.float32)
+        return mean, np.mean(raw_maps, axis=0, dtype=np.float32), list(targets)
+
+    @contextmanager
+    def _routing(self, bound: BoundModel, segment_of: str | None):
+        if self.module is None:
+            yield None
+            return
+        with bound.routed(self.module, self.call or 0, segment_of) as record:
+            yield record
+
+    def module_name(self) -> str:
+        for name, module in self.explainer.model.named_modules():
+            if module is self.module:
+                return name
+        return "?"
+
+    def _route_notices(self, record) -> list[str]:
+        notices = []
+        if self.call is None and record.calls > 1:
+            name = self.module_name()
+            notices.append(
+                f"{name} runs {record.calls} times per forward; its first call was used — "
+                f"choose {name}@1 … {name}@{record.calls - 1} for the others."
+            )
+        return notices
+
+    def _assemble(
+        self,
+        native: dict[str, list[np.ndarray]],
+        raw: dict[str, list[np.ndarray]],
+        missing: list[str],
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per-modality CAMs at each modality's input size, scaled the way grad-cam does.
+
+        A modality without its own run shares the first modality's map (layer methods compute
+        one map at the layer's resolution); a ``missing`` one gets zeros.
+        """
+        from pytorch_grad_cam.utils.image import scale_cam_image
+
+        sizes = self.batch.sizes()
+        first = next(iter(native))
+        cams, raws = {}, {}
+        for name in self.names:
+            height, width = sizes[name]
+            if name in missing:
+                cams[name] = np.zeros((self.batch.size, height, width), np.float32)
+                raws[name] = cams[name]
+                self.nan[name] = np.zeros(self.batch.size, bool)
+                continue
+            cam = np.concatenate(native.get(name, native[first]), axis=0)
+            raws[name] = np.concatenate(raw.get(name, raw[first]), axis=0).astype(np.float32)
+            self.nan[name] = ~np.isfinite(raws[name]).reshape(len(cam), -1).all(axis=1)
+            cam = np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
+            if cam.shape[-2:] != (height, width):
+                cam = scale_cam_image(cam, (width, height))
+            cams[name] = np.clip(scale_cam_image(cam), 0.0, 1.0).astype(np.float32)
+        return cams, raws
+
+
+def _release(cam_obj: Any) -> None:
+    """Remove grad-cam's hooks and drop what they captured.
+
+    Not grad-cam's own ``release()``: its ``detach_()`` fails on views (ShapleyCAM keeps the
+    graph), which would leave hooks behind.
+    """
+    capture = getattr(cam_obj, "activations_and_grads", None)
+    if capture is None:
+        return
+    for handle in capture.handles:
+        handle.remove()
+    capture.handles.clear()
+    capture.activations = []
+    capture.gradients = []
+
+
+def _deaugment(transform: Any, cam: np.ndarray) -> np.ndarray:
+    tensor = torch.from_numpy(np.asarray(cam, np.float32)[:, None])
+    return transform.deaugment_mask(tensor)[:, 0].numpy()
+
+
+def _resolve(targets: list[int | None], logits: torch.Tensor) -> list[int]:
+    """Predicted class where the target is None; every index checked against the classes."""
+    predicted = logits.argmax(dim=-1).tolist()
+    classes = logits.shape[-1]
+    resolved = [p if t is None else t for t, p in zip(targets, predicted)]
+    for t in resolved:
+        if t >= classes:
+            raise TargetError(
+                f"target class {t} is out of range: the model has {classes} classes "
+                f"(0..{classes - 1})."
+            )
+    return resolved
+
+
+def _probabilities(logits: torch.Tensor | None) -> np.ndarray:
+    if logits is None:
+        raise CamError("the model produced no output.")
+    logits = logits.detach().float().cpu()
+    if logits.shape[-1] == 1:
+        return torch.sigmoid(logits).numpy()
+    return torch.softmax(logits, dim=-1).numpy()
+
+
+def _shape_of(output: Any) -> tuple[int, ...] | None:
+    return tuple(output.shape) if isinstance(output, torch.Tensor) else None
+
+
+def _check_modalities(modalities: Sequence[Modality]) -> tuple[Modality, ...]:
+    if isinstance(modalities, Modality):
+        modalities = [modalities]
+    modalities = tuple(modalities)
+    if not modalities:
+        raise InputError("give at least one Modality (the model's inputs, in forward order).")
+    for m in modalities:
+        if not isinstance(m, Modality):
+            raise InputError(f"modalities must be Modality objects, got {type(m).__name__}.")
+    names = [m.name for m in modalities]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"modality names must be unique; repeated: {', '.join(duplicates)}.")
+    args = [m.arg for m in modalities if m.arg]
+    if len(set(args)) != len(args):
+        raise InputError("two modalities pass the same keyword argument (Modality.arg).")
+    return modalities
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as torch understands it."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda:0'.") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but CUDA is not available here.")
+    return resolved
