@@ -109,7 +109,16 @@ def load_image(source: Any, channels: int = 3, *, notes: list[str] | None = None
             raise InputError(f"could not decode {label} as an image: it is empty (0 bytes).")
         with _bomb_guard():
             pixels, bands = _decode_bytes(data, label, notes)
-    return _match_channels(pixels, bands, channels, label, notes)
+    out = _match_channels(pixels, bands, channels, label, notes)
+    # Callers may edit the result in place: never hand back the caller's own array, nor a
+    # read-only view of Pillow's buffer.
+    if (
+        not out.flags.writeable
+        or not out.flags.c_contiguous
+        or (isinstance(source, np.ndarray) and np.shares_memory(out, source))
+    ):
+        out = np.array(out, order="C", copy=True)
+    return out
 
 
 def _check_channels(channels: Any) -> int:
@@ -199,7 +208,7 @@ def _decode_pil(
         if data is not None and getattr(img, "is_animated", False):
             frames = img.n_frames
             img.seek(0)
-            _note(notes, f"{label} has {frames} frames; the first one is used")
+            _note(notes, f"{frames} frames (animated); the first one is used")
         img.load()  # decodes now, so truncated data fails here (LOAD_TRUNCATED_IMAGES stays off)
         if data is not None and _is_16bit_color_png(data):
             orientation = img.getexif().get(0x0112, 1)
@@ -245,9 +254,9 @@ def _pil_to_bands(img: Image.Image, label: str, notes: list[str] | None) -> tupl
         values = np.asarray(img).astype(np.int64)
         if values.min() >= 0 and values.max() <= 65535:
             return _scale_uint16(values)[..., None], "L"
-        return _min_max(values.astype(np.float64), label, notes)[..., None], "L"
+        return _min_max(values.astype(np.float64), notes)[..., None], "L"
     if mode == "F":
-        return _float_mode_to_uint8(np.asarray(img), label, notes)[..., None], "L"
+        return _float_mode_to_uint8(np.asarray(img), notes)[..., None], "L"
     transparent = "transparency" in img.info
     if mode in ("P", "PA"):
         img = img.convert("RGBA" if transparent or mode == "PA" else "RGB")
@@ -268,22 +277,22 @@ def _pil_to_bands(img: Image.Image, label: str, notes: list[str] | None) -> tupl
     return pixels, img.mode
 
 
-def _float_mode_to_uint8(values: np.ndarray, label: str, notes: list[str] | None) -> np.ndarray:
+def _float_mode_to_uint8(values: np.ndarray, notes: list[str] | None) -> np.ndarray:
     finite = np.isfinite(values)
     if finite.all() and values.min() >= 0.0 and values.max() <= 1.0:
         return np.rint(values * 255.0).astype(np.uint8)
     if not finite.all():
-        _note(notes, f"{label} has NaN or infinite values; they are shown as 0")
-    return _min_max(np.where(finite, values, np.nan).astype(np.float64), label, notes)
+        _note(notes, "NaN or infinite values shown as 0")
+    return _min_max(np.where(finite, values, np.nan).astype(np.float64), notes)
 
 
-def _min_max(values: np.ndarray, label: str, notes: list[str] | None) -> np.ndarray:
+def _min_max(values: np.ndarray, notes: list[str] | None) -> np.ndarray:
     """Float values (NaN ignored) min-max scaled to uint8; NaN -> 0; a constant image -> 0."""
     if not np.isfinite(values).any():
-        _note(notes, f"{label} has no finite values; shown black")
+        _note(notes, "no finite values; shown black")
         return np.zeros(values.shape, np.uint8)
     lo, hi = np.nanmin(values), np.nanmax(values)
-    _note(notes, f"{label} has values from {lo:g} to {hi:g}; rescaled to 0..255 (min-max)")
+    _note(notes, f"values from {lo:g} to {hi:g} rescaled to 0..255 (min-max)")
     scaled = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
     return np.rint(np.nan_to_num(scaled, nan=0.0)).astype(np.uint8)
 
@@ -362,15 +371,15 @@ def _match_channels(
             "(grayscale) and 3 (RGB) are converted to; other counts must match the source."
         )
     if bands in ("LA", "RGBA"):
-        pixels, bands = _composite_on_white(pixels, label, notes), bands[:-1]
+        pixels, bands = _composite_on_white(pixels, notes), bands[:-1]
     if bands == "L":
         if channels == 3:
-            _note(notes, f"{label} is grayscale; replicated to 3 channels")
+            _note(notes, "grayscale replicated to 3 channels")
             return np.repeat(pixels, 3, axis=2)
         return pixels
     if bands == "RGB":
         if channels == 1:
-            _note(notes, f"{label} is color; converted to grayscale (ITU-R 601 luma)")
+            _note(notes, "color converted to grayscale (ITU-R 601 luma)")
             return np.asarray(Image.fromarray(pixels, "RGB").convert("L"))[..., None]
         return pixels
     raise InputError(
@@ -379,12 +388,12 @@ def _match_channels(
     )
 
 
-def _composite_on_white(pixels: np.ndarray, label: str, notes: list[str] | None) -> np.ndarray:
+def _composite_on_white(pixels: np.ndarray, notes: list[str] | None) -> np.ndarray:
     """uint8 (H, W, C+1) with alpha last -> uint8 (H, W, C) over a white background."""
     color, alpha = pixels[..., :-1], pixels[..., -1:]
     if alpha.min() == 255:  # opaque: nothing to composite, nothing to tell
         return np.ascontiguousarray(color)
-    _note(notes, f"{label} has an alpha channel; composited on white")
+    _note(notes, "alpha channel composited on white")
     a = alpha.astype(np.uint16)
     # color * a/255 + 255 * (1 - a/255), rounded, in integers
     out = (color.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255

@@ -97,10 +97,12 @@ def blend(
     index = (np.float32(255) * np.asarray(cams, dtype=np.float32)).astype(np.uint8)
     # Table lookups give exactly the float32 values the per-pixel expressions would.
     out = np.take(np.float32(1 - w) * _heat_table(code), index, axis=0)
+    # img in [0, 1] float32: uint8 as np.float32(img) / 255, the reference's own conversion
+    img = display.astype(np.float32)
     if display.dtype == np.uint8:
-        out += np.take(np.float32(w) * _UNIT_TABLE, display)
-    else:
-        out += np.float32(w) * display.astype(np.float32, copy=False)
+        img /= np.float32(255)
+    img *= np.float32(w)
+    out += img
     peak = out.max(axis=(1, 2, 3), keepdims=True)
     peak[peak == 0] = 1  # an all-black result (black image, weight 1) stays black, not NaN
     out /= peak
@@ -149,9 +151,6 @@ def to_png(image: Any) -> bytes:
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-# img / 255 for every uint8 value, float32 like np.float32(img) / 255 in show_cam_on_image.
-_UNIT_TABLE = np.arange(256, dtype=np.float32) / np.float32(255)
 
 
 @cache
