@@ -1,0 +1,1 @@
+"""Pages of the CAM Explorer app (run through `st.navigation` in app.py)."""

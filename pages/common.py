@@ -1,0 +1,155 @@
+"""What every page shares: the model picker, cached resources, decoding of uploads.
+
+Streamlit specifics only; the logic lives in ``cam_core`` (``cam_core.session``,
+``cam_core.export``). The loaded model and its lock are one ``st.cache_resource`` per model
+name, shared by every browser session.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from cam_core import CamError, Explainer, load_image
+from cam_core.session import ResultCache, list_samples
+
+__all__ = [
+    "DEMO_MODEL",
+    "MODEL_KEY",
+    "current_explainer",
+    "current_model",
+    "decode_image",
+    "layer_tree",
+    "load_model",
+    "model_names",
+    "model_notice",
+    "model_picker",
+    "result_cache",
+    "sample_sets",
+    "upload_limit_mb",
+]
+
+DEMO_MODEL = "demo"
+MODEL_KEY = "model"
+#: Per-file limit re-checked in code: `server.maxUploadSize` (config.toml) is enforced by the
+#: server for the whole request and a widget's own limit only by the browser.
+DEFAULT_UPLOAD_LIMIT_MB = 20
+
+
+def _sources() -> Any | None:
+    """``cam_core.sources`` (spec files, torchvision architectures) when it is installed."""
+    try:
+        from cam_core import sources
+    except ImportError:
+        return None
+    return sources
+
+
+@st.cache_resource(show_spinner=False)
+def _available_models() -> dict[str, Any]:
+    """Model name -> its ``ModelSpec`` (or the ``SpecError`` that prevents loading it): the demo,
+    spec files named on the command line (``streamlit run app.py -- --spec my_spec.py``) or in
+    ``CAM_EXPLORER_SPEC``, and the torchvision architectures."""
+    sources = _sources()
+    if sources is None:
+        return {DEMO_MODEL: None}
+    paths = sources.spec_paths_from(sys.argv[1:], os.environ)
+    return {DEMO_MODEL: None, **sources.available_models(paths)}
+
+
+def model_names() -> list[str]:
+    """Names of the models this server offers, the demo first."""
+    return list(_available_models())
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def load_model(name: str) -> Explainer:
+    """The Explainer of model ``name``, built once per server process and shared by all
+    sessions (it holds the model's lock, so sessions never mix activations).
+
+    Raises:
+        CamError: the model's spec or checkpoint cannot be loaded (not cached: retried).
+    """
+    spec = _available_models().get(name)
+    if isinstance(spec, CamError):
+        raise spec
+    if spec is None or name == DEMO_MODEL:
+        from cam_core import demo
+
+        return demo.load_explainer()
+    return spec.build_explainer()
+
+
+def model_notice(name: str) -> str | None:
+    """A line to show with the model (e.g. "random weights"), if its spec has one."""
+    spec = _available_models().get(name)
+    notice_for = getattr(spec, "notice_for", None)
+    return notice_for() if notice_for is not None else None
+
+
+@st.cache_resource(show_spinner=False)
+def result_cache() -> ResultCache:
+    """CAM results of all sessions, keyed by content (see ``cam_core.session.cam_key``)."""
+    return ResultCache(max_entries=24)
+
+
+@st.cache_resource(show_spinner="Tracing the model's layers…")
+def layer_tree(name: str) -> list:
+    """The model's layer tree (one forward on dummy inputs), computed once per model."""
+    return load_model(name).layer_tree()
+
+
+def model_picker() -> str:
+    """Sidebar select box of the available models; returns the chosen name."""
+    names = model_names()
+    if st.session_state.get(MODEL_KEY) not in names:
+        st.session_state[MODEL_KEY] = names[0]
+    return st.sidebar.selectbox(
+        "Model", names, key=MODEL_KEY, help="Add your own with `--spec` (see About)."
+    )
+
+
+def current_model() -> str:
+    """Name of the model chosen in the sidebar (the demo until one is chosen)."""
+    return st.session_state.get(MODEL_KEY) or DEMO_MODEL
+
+
+def current_explainer() -> Explainer:
+    """The Explainer of the chosen model (cached); on failure, the error and a stop."""
+    name = current_model()
+    try:
+        return load_model(name)
+    except CamError as exc:
+        st.error(f"Model **{name}** could not be loaded: {exc}", icon=":material/block:")
+        st.stop()
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def decode_image(data: bytes, channels: int) -> tuple[np.ndarray, list[str]]:
+    """Decode uploaded bytes with ``cam_core.load_image``: uint8 (H, W, channels) and the notes
+    (e.g. "alpha composited on white"). Cached by content, so reruns do not decode again;
+    errors (``InputError``) are not cached and propagate."""
+    notes: list[str] = []
+    image = load_image(data, channels=channels, notes=notes)
+    return image, notes
+
+
+def sample_sets(name: str) -> dict[str, dict[str, Path]]:
+    """Bundled sample sets of model ``name``: ``{sample: {modality: path}}``."""
+    if name != DEMO_MODEL:
+        return {}
+    from cam_core import demo
+
+    modalities = [m.name for m in load_model(name).modalities]
+    return list_samples(getattr(demo, "SAMPLES_DIR", None), modalities)
+
+
+def upload_limit_mb() -> float:
+    """Per-file upload limit in MB: the server's limit, capped by ours."""
+    server = st.get_option("server.maxUploadSize")
+    return float(min(server, DEFAULT_UPLOAD_LIMIT_MB)) if server else DEFAULT_UPLOAD_LIMIT_MB

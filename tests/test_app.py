@@ -1,0 +1,262 @@
+"""The Streamlit app, headless (streamlit.testing.v1.AppTest): the explorer page end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.testing.v1 import AppTest
+
+from cam_core.explainer import Explainer
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 180  # generous: two CPU cores are shared with other test runs
+
+
+@pytest.fixture
+def explain_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Every Explainer.explain call the app makes (layer, method, target), in order."""
+    calls: list[dict] = []
+    original = Explainer.explain
+
+    def counting(self, inputs, layer, method="gradcam", target=None, **kwargs):
+        calls.append({"layer": layer, "method": method, "target": target})
+        return original(self, inputs, layer, method, target, **kwargs)
+
+    monkeypatch.setattr(Explainer, "explain", counting)
+    return calls
+
+
+@pytest.fixture
+def deferred_downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[[], bytes]]:
+    """file name -> the callable a deferred st.download_button registered (the ZIP)."""
+    found: dict[str, Callable[[], bytes]] = {}
+    original = MediaFileManager.add_deferred
+
+    def spy(self, data, mimetype, coordinates, file_name=None, **kwargs):
+        found[file_name] = data
+        return original(self, data, mimetype, coordinates, file_name=file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+    return found
+
+
+@pytest.fixture
+def static_downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """file name -> bytes of every st.download_button given its data directly (the PNGs)."""
+    found: dict[str, bytes] = {}
+    original = MediaFileManager.add
+
+    def spy(self, path_or_data, mimetype, coordinates, file_name=None, **kwargs):
+        if file_name is not None:
+            found[file_name] = path_or_data
+        return original(self, path_or_data, mimetype, coordinates, file_name=file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", spy)
+    return found
+
+
+@pytest.fixture
+def app() -> Iterator[AppTest]:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    yield at
+
+
+def png_bytes(size: tuple[int, int], mode: str = "RGB", seed: int = 0) -> bytes:
+    """A real PNG file: random pixels of the given (height, width) and mode."""
+    rng = np.random.default_rng(seed)
+    shape = (*size, 3) if mode == "RGB" else size
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def modalities(at: AppTest) -> list:
+    from pages import common
+
+    return list(common.load_model(common.DEMO_MODEL).modalities)
+
+
+def uploader(at: AppTest, name: str):
+    return at.file_uploader(key=f"upload:demo:{name}")
+
+
+def upload_all(at: AppTest, count: int = 1, seed: int = 0) -> None:
+    """One real PNG per sample for every modality (grayscale where the modality is)."""
+    for m in modalities(at):
+        mode = "L" if m.channels == 1 else "RGB"
+        files = [
+            (f"{m.name}_{i}.png", png_bytes((48, 40), mode, seed + i), "image/png")
+            for i in range(count)
+        ]
+        uploader(at, m.name).set_value(files)
+
+
+def captions(at: AppTest) -> list[str]:
+    return [c for image in at.image for c in image.captions]
+
+
+def test_opens_on_the_demo_with_overlays_shown(app: AppTest) -> None:
+    names = [m.name for m in modalities(app)]
+    assert len(app.image) == len(names)  # one sample preloaded: one overlay per modality
+    assert [c.split(" · ")[0] for c in captions(app)] == names
+    assert all("%" in c for c in captions(app))  # class and probability in the caption
+    assert not app.error
+    # One uploader per modality, labelled with its name, channels and size.
+    for m in modalities(app):
+        assert m.name in uploader(app, m.name).label
+    assert any("top-5" in md.value for md in app.markdown)
+
+
+def test_uploading_a_png_per_modality_gives_new_overlays(
+    app: AppTest, explain_calls: list[dict]
+) -> None:
+    before = [image.value for image in app.image]
+    upload_all(app, count=2, seed=7)
+    app.run()
+    assert not app.exception and not app.error
+    assert len(explain_calls) == 1
+    assert len(app.image) == 2 * len(modalities(app))  # two samples, paired by order
+    assert [image.value for image in app.image][:3] != before
+    assert any("_1.png" in c for c in captions(app))
+
+
+def test_different_file_counts_per_modality_is_a_clear_error(app: AppTest) -> None:
+    upload_all(app, count=1)
+    first = modalities(app)[0].name
+    uploader(app, first).set_value(
+        [(f"x{i}.png", png_bytes((32, 32), seed=i), "image/png") for i in range(2)]
+    )
+    app.run()
+    assert not app.exception
+    assert any("same number" in e.value for e in app.error)
+    assert app.image  # the previous result stays on screen
+
+
+def test_broken_upload_errors_for_that_modality_and_keeps_the_rest(
+    app: AppTest, explain_calls: list[dict]
+) -> None:
+    shown = [image.value for image in app.image]
+    upload_all(app, count=1, seed=3)
+    broken = modalities(app)[-1].name
+    uploader(app, broken).set_value(("broken.png", b"not a png at all", "image/png"))
+    app.run()
+    assert not app.exception
+    assert [e.value for e in app.error if "broken.png" in e.value]
+    assert not explain_calls  # nothing computed from an incomplete batch
+    assert [image.value for image in app.image] == shown  # the previous result stays
+    for m in modalities(app)[:-1]:
+        assert uploader(app, m.name).value  # the other uploads are kept
+    # Fixing the broken one computes with the kept uploads.
+    uploader(app, broken).set_value(("fixed.png", png_bytes((40, 40), "L"), "image/png"))
+    app.run()
+    assert not app.error and len(explain_calls) == 1
+    assert any("fixed.png" in c for c in captions(app))
+
+
+def test_upload_over_the_size_limit_is_refused_with_the_limit(app: AppTest) -> None:
+    name = modalities(app)[0].name
+    uploader(app, name).set_value(("huge.png", b"\0" * (21 * 1024 * 1024), "image/png"))
+    app.run()
+    assert not app.exception
+    assert any("huge.png" in e.value and "limit is 20 MB" in e.value for e in app.error)
+    assert app.image
+
+
+def test_selecting_a_layer_in_the_tree_recomputes_there(
+    app: AppTest, explain_calls: list[dict]
+) -> None:
+    table = app.dataframe[0]
+    rows = table.value
+    pick = int(
+        np.flatnonzero((rows["path"] != app.session_state["layer:demo"]) & rows["CAM target"])[0]
+    )
+    path = rows["path"][pick]
+    app.session_state[table.key] = {"selection": {"rows": [pick], "columns": []}}
+    app.run()
+    assert not app.exception and not app.error
+    assert app.session_state["layer:demo"] == path
+    assert explain_calls and explain_calls[-1]["layer"] == path
+    assert any(path in c.value for c in app.caption)
+
+
+def test_a_layer_that_cannot_be_a_target_is_refused_with_the_reason(app: AppTest) -> None:
+    table = app.dataframe[0]
+    rows = table.value
+    current = app.session_state["layer:demo"]
+    refused = np.flatnonzero(~rows["CAM target"].astype(bool))
+    if not len(refused):
+        pytest.skip("the demo model has no layer that cannot be a CAM target")
+    pick = int(refused[0])
+    app.session_state[table.key] = {"selection": {"rows": [pick], "columns": []}}
+    app.run()
+    assert not app.exception
+    assert app.session_state["layer:demo"] == current
+    assert any(
+        "cannot be a CAM target" in w.value and rows["note"][pick] in w.value for w in app.warning
+    )
+
+
+def test_image_weight_and_colormap_only_reblend(app: AppTest, explain_calls: list[dict]) -> None:
+    before = [image.value for image in app.image]
+    app.slider(key="image_weight").set_value(0.2).run()
+    after_weight = [image.value for image in app.image]
+    app.selectbox(key="colormap").set_value("viridis").run()
+    after_colormap = [image.value for image in app.image]
+    assert not app.exception
+    assert explain_calls == []  # no model call for a display change
+    assert before != after_weight != after_colormap
+
+
+def test_zip_download_unzips_to_the_promised_files(
+    app: AppTest,
+    deferred_downloads: dict[str, Callable[[], bytes]],
+    static_downloads: dict[str, bytes],
+) -> None:
+    upload_all(app, count=2, seed=11)
+    app.selectbox(key="colormap").set_value("turbo")
+    app.slider(key="image_weight").set_value(0.35)
+    app.run()
+    assert not app.exception
+    (name,) = [n for n in deferred_downloads if n.endswith(".zip")]
+    data = deferred_downloads[name]()
+    sizes = {m.name: m.size for m in modalities(app)}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = set(archive.namelist())
+        settings = json.loads(archive.read("settings.json"))
+        for m, size in sizes.items():
+            for i in range(2):
+                for kind in ("overlays", "originals"):
+                    with Image.open(io.BytesIO(archive.read(f"{kind}/{i:02d}_{m}.png"))) as im:
+                        assert im.size[::-1] == tuple(size) and im.mode == "RGB"
+                cam = np.load(io.BytesIO(archive.read(f"cams/{i:02d}_{m}.npy")))
+                assert cam.shape == tuple(size) and cam.dtype == np.float32
+                assert f"raw/{i:02d}_{m}.npy" in members
+    assert settings["model"] == "demo"
+    assert settings["colormap"] == "turbo" and settings["image_weight"] == 0.35
+    assert settings["layer"] == app.session_state["layer:demo"]
+    assert settings["method"] == "gradcam" and settings["target"] is None
+    assert len(settings["probabilities"]) == 2
+    assert settings["inputs"][next(iter(sizes))] == [f"{next(iter(sizes))}_{i}.png" for i in (0, 1)]
+    assert set(settings["files"]) == members
+    # Each overlay in the ZIP is byte for byte the PNG of its own download button (and shown).
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for m in sizes:
+            for i in range(2):
+                png = static_downloads[f"{i:02d}_{m}_overlay.png"]
+                assert archive.read(f"overlays/{i:02d}_{m}.png") == png
+
+
+def test_about_page_renders(app: AppTest) -> None:
+    app.switch_page("pages/about.py").run()
+    assert not app.exception
+    assert any("spec" in md.value for md in app.markdown)
