@@ -73,11 +73,17 @@ class BoundModel(nn.Module):
         self.calls = 0
         self.batch = n = x.shape[0]
         args, kwargs = [], {}
+        track = torch.is_grad_enabled()
         for modality in self.modalities:
             if modality.name == self.explained:
                 value = x
             else:
                 value = _expand(self.tensors[modality.name], n, modality.name)
+            if track and not value.requires_grad:
+                # With frozen parameters, activations require grad only if the inputs do: a
+                # temporary leaf keeps gradients flowing to every layer, and the .grad it
+                # collects is dropped with it.
+                value = value.detach().requires_grad_(True)
             if modality.arg:
                 kwargs[modality.arg] = value
             else:

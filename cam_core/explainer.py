@@ -475,16 +475,20 @@ class _Job:
             original = cam_obj.get_cam_image
 
             def capture(input_tensor, layer, chosen, activations, grads, *args, **kwargs):
-                if info.uses_gradients and grads is None:
+                if activations is None or (info.uses_gradients and grads is None):
                     raise _NoGradient
                 out = original(input_tensor, layer, chosen, activations, grads, *args, **kwargs)
                 raws.append(np.asarray(out, dtype=np.float32))
                 return out
 
             cam_obj.get_cam_image = capture
+        record = None
         try:
             with self._routing(bound, segment_of) as record:
                 cam, raw, used = self._call_engine(cam_obj, bound, through, targets, raws)
+        except _NoGradient:
+            self._check_calls(record)
+            raise
         except AssertionError as exc:
             raise MethodError(
                 f"{info.name} cannot run on this model: grad-cam's internal check failed "
@@ -492,16 +496,7 @@ class _Job:
             ) from exc
         finally:
             _release(cam_obj)
-        if record is not None and record.calls == 0:
-            raise LayerError(
-                f"layer {self.module_name()!r} was not called during the forward pass; choose a "
-                "layer the model runs (see Explainer.layer_tree())."
-            )
-        if record is not None and self.call is not None and self.call >= record.calls:
-            raise LayerError(
-                f"layer {self.module_name()!r} runs {record.calls} time(s) per forward; there is "
-                f"no call {self.call} (calls are numbered from 0)."
-            )
+        self._check_calls(record)
         if any(t is None for t in used):  # methods without a class score never chose one
             predicted = bound.last_logits.argmax(dim=-1).tolist()
             used = [p if t is None else t for t, p in zip(used, predicted)]
@@ -534,6 +529,21 @@ class _Job:
             bound.tensors = original
         mean = np.mean(cams, axis=0, dtype=np.float32)
         return mean, np.mean(raw_maps, axis=0, dtype=np.float32), list(targets)
+
+    def _check_calls(self, record: Any) -> None:
+        """LayerError when the chosen call of the layer never ran."""
+        if record is None:
+            return
+        if record.calls == 0:
+            raise LayerError(
+                f"layer {self.module_name()!r} was not called during the forward pass; choose a "
+                "layer the model runs (see Explainer.layer_tree())."
+            )
+        if self.call is not None and self.call >= record.calls:
+            raise LayerError(
+                f"layer {self.module_name()!r} runs {record.calls} time(s) per forward; there is "
+                f"no call {self.call} (calls are numbered from 0)."
+            )
 
     @contextmanager
     def _routing(self, bound: BoundModel, segment_of: str | None):
