@@ -436,6 +436,10 @@ def demo_spec() -> ModelSpec:
         from . import demo
     except ImportError as exc:
         raise SpecError(f"The bundled demo could not be imported: {_one_line(exc)}") from exc
+    needed = ("build_model", "MODALITIES", "CLASSES", "DEFAULT_LAYER")
+    missing = [name for name in needed if not hasattr(demo, name)]
+    if missing:
+        raise SpecError(f"The bundled demo (cam_core.demo) lacks {', '.join(missing)}.")
     return ModelSpec(
         name="demo",
         build_model=demo.build_model,
