@@ -42,19 +42,21 @@ class Mlp(nn.Sequential):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; ``context=None`` is self-attention, else cross-attention."""
+    """Pre-norm transformer block: self-attention, or with ``cross=True`` attention from ``x``
+    to the tokens of another stream (``context``)."""
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, cross: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.norm_context = nn.LayerNorm(dim)
+        self.norm_context = nn.LayerNorm(dim) if cross else None
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        # Self-attention blocks ignore context; cross-attention blocks require it.
         q = self.norm1(x)
-        kv = q if context is None else self.norm_context(context)
+        kv = q if self.norm_context is None else self.norm_context(context)
         x = x + self.attn(q, kv, kv, need_weights=False)[0]
         return x + self.mlp(self.norm2(x))
 
@@ -81,8 +83,8 @@ class TwoStreamViT(nn.Module):
         super().__init__()
         self.rgb_stream = Stream(3, dim, heads)
         self.depth_stream = Stream(1, dim, heads)
-        self.rgb_from_depth = Block(dim, heads)
-        self.depth_from_rgb = Block(dim, heads)
+        self.rgb_from_depth = Block(dim, heads, cross=True)
+        self.depth_from_rgb = Block(dim, heads, cross=True)
         self.joint = Block(dim, heads)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, classes)
