@@ -202,10 +202,14 @@ def _refused_pickle_message(name: str, error: str) -> str:
             f"fully could run arbitrary code. Only state_dicts are loaded: {_HOW_TO_SAVE}."
         )
     found = match.group(1)
-    what = "a whole pickled model" if _is_module_class(found) else "a custom Python object"
+    what = (
+        f"it is a whole pickled model ({found})"
+        if _is_module_class(found)
+        else f"it holds a pickled Python object ({found}), not only tensors"
+    )
     return (
-        f"Checkpoint {name} was refused: it is {what} (it needs {found}), and loading it "
-        f"would run arbitrary code. Only state_dicts are loaded: {_HOW_TO_SAVE}."
+        f"Checkpoint {name} was refused: {what}, and loading it would run arbitrary code. "
+        f"Only state_dicts are loaded: {_HOW_TO_SAVE}."
     )
 
 

@@ -169,6 +169,13 @@ def test_pickled_whole_model_is_refused_with_how_to_save_a_state_dict(trained):
     assert "torch.save(model.state_dict()" in message
 
 
+def test_checkpoint_with_a_pickled_optimizer_is_refused_and_names_the_class(trained):
+    optimizer = torch.optim.SGD(trained.parameters(), lr=0.1)
+    data = _saved({"state_dict": trained.state_dict(), "optimizer": optimizer})
+    with pytest.raises(ModelLoadError, match=r"pickled Python object \(torch\.optim\.sgd\.SGD\)"):
+        load_checkpoint(_net(seed=0), data)
+
+
 def test_missing_keys_are_named_and_model_is_unchanged(trained):
     state = trained.state_dict()
     del state["fc.bias"], state["bn.running_var"]
