@@ -7,6 +7,7 @@ Importing this package does not import streamlit (the UI lives in ``app.py`` and
 
 from __future__ import annotations
 
+from .attention import AttentionResult
 from .checkpoint import load_checkpoint
 from .errors import (
     CamError,
@@ -27,6 +28,7 @@ from .overlay import COLORMAPS, overlay
 from .result import CamResult
 
 __all__ = [
+    "AttentionResult",
     "Batch",
     "COLORMAPS",
     "CamError",

@@ -66,11 +66,11 @@ class BoundModel(nn.Module):
         self.explained = explained
         self.output_rule = output
         self.last_logits: torch.Tensor | None = None
-        self.calls = 0  # calls of the routed module in the current forward
+        self.forwards = 0  # forward passes so far: routing hooks count calls per pass
         self.batch = 0  # batch size of the current forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls = 0
+        self.forwards += 1
         self.batch = n = x.shape[0]
         args, kwargs = [], {}
         track = torch.is_grad_enabled()
@@ -94,9 +94,9 @@ class BoundModel(nn.Module):
 
     @contextlib.contextmanager
     def routed(
-        self, module: nn.Module, call: int, segment_of: str | None
+        self, module: nn.Module, call: int, segment_of: str | None, tap: nn.Module | None = None
     ) -> Iterator[_RouteRecord]:
-        """Route call ``call`` of ``module`` through :attr:`tap` while inside the block.
+        """Route call ``call`` of ``module`` through a tap (:attr:`tap` by default) in the block.
 
         ``segment_of`` names the modality whose tokens to use when a token layer concatenates
         several modalities.  The hook is removed on exit, also after an error.
@@ -105,9 +105,11 @@ class BoundModel(nn.Module):
         sizes = {m.name: tuple(self.tensors[m.name].shape[-2:]) for m in self.modalities}
 
         def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
-            index = self.calls
-            self.calls += 1
-            record.calls = max(record.calls, self.calls)
+            if record.forward != self.forwards:
+                record.forward, record.seen = self.forwards, 0
+            index = record.seen
+            record.seen += 1
+            record.calls = max(record.calls, record.seen)
             if index != call:
                 return None
             view = analyze_output(output, self.batch, sizes)
@@ -122,7 +124,8 @@ class BoundModel(nn.Module):
                 segment = 0
             record.segment = segment
             tensor = view.pick(output)
-            tapped = self.tap(view.to_map(tensor, segment))
+            # Looked up at call time: AblationCAM swaps self.tap for its ablation layer.
+            tapped = (tap if tap is not None else self.tap)(view.to_map(tensor, segment))
             return view.put(output, view.from_map(tensor, tapped, segment))
 
         handle = module.register_forward_hook(hook)
@@ -136,7 +139,9 @@ class BoundModel(nn.Module):
 class _RouteRecord:
     """What the routing hook saw during the last forward passes."""
 
-    calls: int = 0
+    calls: int = 0  # most calls of the module seen in one forward
+    forward: int = -1  # the forward pass `seen` counts in
+    seen: int = 0
     view: OutputView | None = None
     segment: int = 0
     missing_segment: bool = False

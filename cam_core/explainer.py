@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .adapter import BoundModel, OutputRule, preserved_state
+from .attention import AttentionResult, read_attention
 from .errors import CamError, InputError, LayerError, MethodError, ResourceError, TargetError
 from .layers import LayerInfo, OutputView, analyze_output, parse_layer, resolve_module
 from .methods import METHODS, MethodInfo, get_method
@@ -64,6 +65,11 @@ class Explainer:
         self.default_layer = default_layer
         self.lock = threading.RLock()
         self._trees: dict[tuple, list[LayerInfo]] = {}
+
+    @property
+    def names(self) -> list[str]:
+        """The modality names, in forward order."""
+        return [m.name for m in self.modalities]
 
     # -- what is available ------------------------------------------------------------------------
 
@@ -145,8 +151,126 @@ class Explainer:
             module = resolve_module(self.model, module_path)
         job = _Job(self, info, batch, module, call, aug_smooth, eigen_smooth, progress)
         with self._guarded():
-            (cams, raw), probabilities, resolved, notices = job.run(targets)
-        return self._result(batch, info, layer, cams, raw, probabilities, resolved, notices, job)
+            maps, probabilities, resolved, notices = job.run(targets)
+        options = {"aug_smooth": bool(aug_smooth), "eigen_smooth": bool(eigen_smooth)}
+        return self._result(batch, info, layer, maps, probabilities, resolved, notices, options)
+
+    def sweep(
+        self,
+        inputs: Mapping[str, Any] | Batch,
+        layers: Sequence[str],
+        method: str = "gradcam",
+        target: Target | Sequence[Target] = None,
+        *,
+        eigen_smooth: bool = False,
+    ) -> dict[str, CamResult]:
+        """CAMs at many layers, ``{layer: CamResult}``, from one forward and one backward pass.
+
+        Every layer's output is routed through its own tap; one ``torch.autograd.grad`` of the
+        class scores gives all their gradients (and no parameter gradients), and each method's
+        own ``get_cam_image`` turns them into maps — the same numbers as :meth:`explain`.
+        Methods that perturb inputs or need more than one pass (ScoreCAM, AblationCAM,
+        ShapleyCAM, FullGrad) and token layers split per modality fall back to one
+        :meth:`explain` per layer.
+        """
+        info = get_method(method)
+        batch = self.prepare(inputs)
+        layers = list(layers)
+        if not layers:
+            raise LayerError("sweep() needs at least one layer (see Explainer.layer_tree()).")
+        targets = self._check_targets(target, batch.size)
+        if info.per_sample or info.input_dependent or info.input_gradient or not info.uses_layer:
+            return {
+                layer: self.explain(batch, layer, method, target, eigen_smooth=eigen_smooth)
+                for layer in layers
+            }
+        found = {layer: parse_layer(layer) for layer in layers}
+        modules = {layer: resolve_module(self.model, path) for layer, (path, _) in found.items()}
+        options = {"aug_smooth": False, "eigen_smooth": bool(eigen_smooth)}
+        results: dict[str, CamResult] = {}
+        with self._guarded():
+            self.model.eval()
+            first = self.names[0]
+            bound = self._bound(batch, first)
+            taps = {layer: _Capture() for layer in layers}
+            with ExitStack() as stack:
+                records = {
+                    layer: stack.enter_context(
+                        bound.routed(modules[layer], found[layer][1] or 0, first, taps[layer])
+                    )
+                    for layer in layers
+                }
+                logits = bound(batch.tensors[first])
+            chosen = [_ClassTarget(t) for t in targets]
+            score = sum(t(row) for t, row in zip(chosen, logits))
+            reached = [layer for layer in layers if taps[layer].output is not None]
+            grads = dict.fromkeys(layers)
+            if info.uses_gradients and reached:
+                outputs = [taps[layer].output for layer in reached]
+                grads.update(zip(reached, torch.autograd.grad(score, outputs, allow_unused=True)))
+            probabilities = _probabilities(logits)
+            used = [t.index for t in chosen]
+            for layer in layers:
+                record, call = records[layer], found[layer][1]
+                if record.calls == 0 or (call is not None and call >= record.calls):
+                    results[layer] = None  # explain() below raises the precise LayerError
+                    continue
+                if record.view is not None and record.view.split:
+                    results[layer] = None
+                    continue
+                if info.uses_gradients and grads[layer] is None:
+                    raise LayerError(
+                        f"the class score does not depend on layer {layer!r} (no gradient "
+                        "reached it); choose a layer on the path from the inputs to the output."
+                    )
+                cam_obj = info.engine(bound, [taps[layer]])
+                _release(cam_obj)
+                activations = taps[layer].output.detach().float().cpu().numpy()
+                gradient = grads[layer]
+                gradient = None if gradient is None else gradient.float().cpu().numpy()
+                raw = np.asarray(
+                    cam_obj.get_cam_image(
+                        batch.tensors[first], taps[layer], chosen, activations, gradient,
+                        eigen_smooth,
+                    ),
+                    np.float32,
+                )  # fmt: skip
+                native = _scale_native(raw)
+                maps = _per_modality({first: [native]}, {first: [raw]}, [], batch)
+                notices = []
+                if call is None and record.calls > 1:
+                    notices.append(_first_call_notice(layer, record.calls))
+                results[layer] = self._result(
+                    batch, info, layer, maps, probabilities, list(used), notices, options
+                )
+        for layer in layers:
+            if results[layer] is None:
+                results[layer] = self.explain(
+                    batch, layer, method, target, eigen_smooth=eigen_smooth
+                )
+        return results
+
+    def attention(self, inputs: Mapping[str, Any] | Batch, layer: str) -> AttentionResult:
+        """Raw attention weights ``(N, heads, Lq, Lk)`` of an ``nn.MultiheadAttention`` layer.
+
+        The result maps a query position to per-modality key heatmaps
+        (:meth:`AttentionResult.key_heatmaps`); which tokens belong to which modality is found
+        by perturbing one input at a time (a few extra forward passes, no gradients).
+        """
+        batch = self.prepare(inputs)
+        module_path, call = parse_layer(layer)
+        module = resolve_module(self.model, module_path)
+        first = self.names[0]
+
+        def run(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            return BoundModel(
+                self.model, self.modalities, tensors, first, self.output, self.device
+            )(tensors[first])
+
+        with self._guarded(), torch.no_grad():
+            self.model.eval()
+            weights, queries, keys = read_attention(module, call or 0, run, batch.tensors)
+        return AttentionResult(weights, queries, keys, batch.display, layer)
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -290,17 +414,17 @@ class Explainer:
         batch: Batch,
         info: MethodInfo,
         layer: str | None,
-        cams: dict[str, np.ndarray],
-        raw: dict[str, np.ndarray],
+        maps: tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]],
         probabilities: np.ndarray,
         targets: list[int],
         notices: list[str],
-        job: _Job,
+        options: dict[str, object],
     ) -> CamResult:
+        cams, raw, nan = maps
         empty = {}
         for name, cam in cams.items():
             flat = cam.reshape(cam.shape[0], -1)
-            empty[name] = ~(flat.max(axis=1) > 1e-6) | job.nan.get(name, False)
+            empty[name] = ~(flat.max(axis=1) > 1e-6) | nan[name]
             for i in np.flatnonzero(empty[name]):
                 sample = f" (sample {i + 1})" if batch.size > 1 else ""
                 notices.append(
@@ -328,7 +452,7 @@ class Explainer:
             classes=self.classes,
             empty=empty,
             notices=notices,
-            options={"aug_smooth": job.aug_smooth, "eigen_smooth": job.eigen_smooth},
+            options=options,
         )
 
 
@@ -379,7 +503,6 @@ class _Job:
         self.aug_smooth = bool(aug_smooth)
         self.eigen_smooth = bool(eigen_smooth)
         self.progress = progress
-        self.nan: dict[str, np.ndarray] = {}
         self.names = [m.name for m in explainer.modalities]
 
     def run(self, targets: list[int | None]):
@@ -439,7 +562,7 @@ class _Job:
                 f"{name}: the layer's tokens hold no {name} tokens, so there is no CAM for it "
                 "here (shown empty)."
             )
-        return self._assemble(native, raw, missing), probabilities, targets, notices
+        return _per_modality(native, raw, missing, batch), probabilities, targets, notices
 
     def _run_engine(self, batch: Batch, explained: str, targets: list[int | None]):
         """One grad-cam run explaining ``explained``.
@@ -562,44 +685,65 @@ class _Job:
     def _route_notices(self, record) -> list[str]:
         notices = []
         if self.call is None and record.calls > 1:
-            name = self.module_name()
-            notices.append(
-                f"{name} runs {record.calls} times per forward; its first call was used — "
-                f"choose {name}@1 … {name}@{record.calls - 1} for the others."
-            )
+            notices.append(_first_call_notice(self.module_name(), record.calls))
         return notices
 
-    def _assemble(
-        self,
-        native: dict[str, list[np.ndarray]],
-        raw: dict[str, list[np.ndarray]],
-        missing: list[str],
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Per-modality CAMs at each modality's input size, scaled the way grad-cam does.
 
-        A modality without its own run shares the first modality's map (layer methods compute
-        one map at the layer's resolution); a ``missing`` one gets zeros.
-        """
-        from pytorch_grad_cam.utils.image import scale_cam_image
+def _per_modality(
+    native: dict[str, list[np.ndarray]],
+    raw: dict[str, list[np.ndarray]],
+    missing: Sequence[str],
+    batch: Batch,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-modality CAMs at each modality's input size, scaled the way grad-cam does.
 
-        sizes = self.batch.sizes()
-        first = next(iter(native))
-        cams, raws = {}, {}
-        for name in self.names:
-            height, width = sizes[name]
-            if name in missing:
-                cams[name] = np.zeros((self.batch.size, height, width), np.float32)
-                raws[name] = cams[name]
-                self.nan[name] = np.zeros(self.batch.size, bool)
-                continue
-            cam = np.concatenate(native.get(name, native[first]), axis=0)
-            raws[name] = np.concatenate(raw.get(name, raw[first]), axis=0).astype(np.float32)
-            self.nan[name] = ~np.isfinite(raws[name]).reshape(len(cam), -1).all(axis=1)
-            cam = np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
-            if cam.shape[-2:] != (height, width):
-                cam = scale_cam_image(cam, (width, height))
-            cams[name] = np.clip(scale_cam_image(cam), 0.0, 1.0).astype(np.float32)
-        return cams, raws
+    ``native[name]`` are the runs' maps (concatenated over samples).  A modality without its
+    own run shares the first run's map (layer methods compute one map at the layer's
+    resolution); a ``missing`` one gets zeros.  Returns ``(cams, raw maps, NaN per sample)``.
+    """
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    first = next(iter(native))
+    cams, raws, nan = {}, {}, {}
+    for name, (height, width) in batch.sizes().items():
+        if name in missing:
+            cams[name] = raws[name] = np.zeros((batch.size, height, width), np.float32)
+            nan[name] = np.zeros(batch.size, bool)
+            continue
+        cam = np.concatenate(native.get(name, native[first]), axis=0)
+        raws[name] = np.concatenate(raw.get(name, raw[first]), axis=0).astype(np.float32)
+        nan[name] = ~np.isfinite(raws[name]).reshape(len(cam), -1).all(axis=1)
+        cam = np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
+        if cam.shape[-2:] != (height, width):
+            cam = scale_cam_image(cam, (width, height))
+        cams[name] = np.clip(scale_cam_image(cam), 0.0, 1.0).astype(np.float32)
+    return cams, raws, nan
+
+
+class _Capture(nn.Identity):
+    """A tap that keeps its output, for :meth:`Explainer.sweep`'s single backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.output: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.output = x
+        return x
+
+
+def _scale_native(raw: np.ndarray) -> np.ndarray:
+    """grad-cam's per-layer scaling at the layer's own resolution: ReLU, then min-max."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    return scale_cam_image(scale_cam_image(np.maximum(raw, 0)))
+
+
+def _first_call_notice(name: str, calls: int) -> str:
+    return (
+        f"{name} runs {calls} times per forward; its first call was used — choose "
+        f"{name}@1 … {name}@{calls - 1} for the others."
+    )
 
 
 def _release(cam_obj: Any) -> None:

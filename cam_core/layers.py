@@ -27,7 +27,16 @@ from torch import nn
 
 from .errors import LayerError
 
-__all__ = ["LayerInfo", "OutputView", "analyze_output", "parse_layer", "resolve_module"]
+__all__ = [
+    "LayerInfo",
+    "OutputView",
+    "TokenSegment",
+    "analyze_output",
+    "parse_layer",
+    "patch_grid",
+    "resolve_module",
+    "token_segments",
+]
 
 CALL_SEPARATOR = "@"
 
@@ -54,7 +63,7 @@ class LayerInfo:
 
 
 @dataclass(frozen=True)
-class _Segment:
+class TokenSegment:
     """A run of tokens forming one ``h x w`` grid, starting at token ``start``."""
 
     start: int
@@ -75,7 +84,7 @@ class OutputView:
 
     element: int | None
     layout: str
-    segments: tuple[_Segment, ...] = ()
+    segments: tuple[TokenSegment, ...] = ()
     prefix: int = 0
 
     @property
@@ -169,7 +178,7 @@ def _is_grid(h: int, w: int, sizes: Sequence[tuple[int, int]]) -> bool:
     return False
 
 
-def _patch_grids(tokens: int, size: tuple[int, int]) -> tuple[int, int] | None:
+def patch_grid(tokens: int, size: tuple[int, int]) -> tuple[int, int] | None:
     """The ``(h, w)`` grid with ``h*w == tokens`` of a modality of ``size`` (equal strides)."""
     height, width = size
     for stride in range(1, max(height, width) + 1):
@@ -181,9 +190,9 @@ def _patch_grids(tokens: int, size: tuple[int, int]) -> tuple[int, int] | None:
     return None
 
 
-def _token_segments(
+def token_segments(
     length: int, modality_sizes: dict[str, tuple[int, int]]
-) -> tuple[tuple[_Segment, ...], int] | None:
+) -> tuple[tuple[TokenSegment, ...], int] | None:
     """Grid segments for ``length`` tokens, and the number of leading (class) tokens."""
     names = list(modality_sizes)
     for prefix in (0, 1):
@@ -191,12 +200,12 @@ def _token_segments(
         if count < 1:
             continue
         for name in names:
-            grid = _patch_grids(count, modality_sizes[name])
+            grid = patch_grid(count, modality_sizes[name])
             if grid:
-                return (_Segment(prefix, *grid, None),), prefix
+                return (TokenSegment(prefix, *grid, None),), prefix
         root = math.isqrt(count)
         if root * root == count:
-            return (_Segment(prefix, root, root, None),), prefix
+            return (TokenSegment(prefix, root, root, None),), prefix
     # Several modalities' grids concatenated (same stride), in modality order.
     for prefix in (0, 1):
         for subset in _ordered_subsets(names):
@@ -213,7 +222,7 @@ def _token_segments(
                 if total == length - prefix:
                     segments, start = [], prefix
                     for name, (h, w) in zip(subset, grids):
-                        segments.append(_Segment(start, h, w, name))
+                        segments.append(TokenSegment(start, h, w, name))
                         start += h * w
                     return tuple(segments), prefix
                 if total < length - prefix:
@@ -268,7 +277,7 @@ def analyze_output(
             layout, length = "tokens-seq-first", shape[0]
         else:
             return f"3-D output {shape} has no batch dimension of size {batch}"
-        found_segments = _token_segments(length, modality_sizes)
+        found_segments = token_segments(length, modality_sizes)
         if found_segments is None:
             return (
                 f"{length} tokens are neither a square grid nor a patch grid of any modality "

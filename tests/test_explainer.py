@@ -512,3 +512,36 @@ def test_errors_are_cam_errors(three_net, three_modalities):
     ):
         with pytest.raises(CamError):
             call()
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "eigencam", "scorecam"])
+def test_sweep_equals_explain_per_layer(method, three_net, three_modalities):
+    explainer = Explainer(three_net, three_modalities, device="cpu")
+    inputs = three_input_batch(2, seed=8)
+    layers = ["texture_branch", "rgb_branch.2", "attn", "fuse"]
+    swept = explainer.sweep(inputs, layers, method)
+    assert list(swept) == layers
+    for layer in layers:
+        single = explainer.explain(inputs, layer, method)
+        for name in ("texture", "rgb"):
+            np.testing.assert_allclose(swept[layer].cams[name], single.cams[name], atol=1e-4)
+        assert swept[layer].targets == single.targets
+        assert swept[layer].layer == layer
+
+
+def test_sweep_handles_shared_and_split_layers_and_refuses_bad_ones():
+    torch.manual_seed(3)
+    model = TwoStreamTokenNet()
+    explainer = Explainer(model, [Modality("rgb"), Modality("depth", channels=1)], device="cpu")
+    inputs = {"rgb": torch.randn(1, 3, 32, 32), "depth": torch.randn(1, 1, 48, 48)}
+    swept = explainer.sweep(inputs, ["embed_rgb", "block"])
+    single = explainer.explain(inputs, "block")
+    np.testing.assert_allclose(swept["block"].cams["depth"], single.cams["depth"], atol=1e-5)
+    with pytest.raises(LayerError, match="no spatial dimensions"):
+        explainer.sweep(inputs, ["embed_rgb", "head"])
+    shared = Explainer(SharedEncoderNet(), [Modality("left"), Modality("right")], device="cpu")
+    pair = {"left": torch.randn(1, 3, 32, 32), "right": torch.randn(1, 3, 32, 32)}
+    both = shared.sweep(pair, ["encoder@0", "encoder@1"])
+    np.testing.assert_allclose(
+        both["encoder@1"].cams["left"], shared.explain(pair, "encoder@1").cams["left"], atol=1e-5
+    )
