@@ -14,10 +14,13 @@ ZIP layout (``i`` = sample index, two digits; ``m`` = modality name)::
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import os
 import zipfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -37,11 +40,20 @@ SETTINGS_VERSION = 1
 
 
 def overlay_pngs(result: Any, *, colormap: str, image_weight: float) -> dict[str, list[bytes]]:
-    """Per modality, one PNG (bytes) per sample of the overlay at these display settings."""
-    return {
-        name: [to_png(image) for image in result.overlay(name, colormap, image_weight)]
-        for name in result.cams
-    }
+    """Per modality, one PNG (bytes) per sample of the overlay at these display settings.
+
+    Blending and PNG encoding run on a small thread pool (OpenCV and numpy release the GIL):
+    this is the work of every slider move in the app.
+    """
+    names = list(result.cams)
+    pool = _pool()
+    blended = dict(zip(names, pool.map(lambda n: result.overlay(n, colormap, image_weight), names)))
+    jobs = [(name, i) for name in names for i in range(len(blended[name]))]
+    encoded = pool.map(lambda job: to_png(blended[job[0]][job[1]]), jobs)
+    out: dict[str, list[bytes]] = {name: [] for name in names}
+    for (name, _), png in zip(jobs, encoded):
+        out[name].append(png)
+    return out
 
 
 def overlay_png(
@@ -108,11 +120,21 @@ def settings_dict(
 
 
 def result_zip(
-    result: Any, *, colormap: str, image_weight: float, settings: Mapping[str, Any]
+    result: Any,
+    *,
+    colormap: str,
+    image_weight: float,
+    settings: Mapping[str, Any],
+    overlays: Mapping[str, Sequence[bytes]] | None = None,
 ) -> bytes:
     """One ZIP with overlays, originals, CAMs and raw maps of every sample and modality, plus
-    ``settings.json`` (see the module docstring for the layout)."""
-    overlays = overlay_pngs(result, colormap=colormap, image_weight=image_weight)
+    ``settings.json`` (see the module docstring for the layout).
+
+    ``overlays``: the PNGs of :func:`overlay_pngs` at these settings when the caller already
+    has them (the app passes what it shows); encoded here otherwise.
+    """
+    if overlays is None:
+        overlays = overlay_pngs(result, colormap=colormap, image_weight=image_weight)
     originals = original_pngs(result)
     buffer = io.BytesIO()
     # PNGs are already compressed: store them; deflate only the .npy arrays and the JSON.
@@ -141,6 +163,12 @@ def result_zip(
             compress_type=zipfile.ZIP_DEFLATED,
         )
     return buffer.getvalue()
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    # One pool per process, created on first use; a few threads suffice for a screenful.
+    return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="export")
 
 
 def _npy(array: np.ndarray) -> bytes:

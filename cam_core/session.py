@@ -12,19 +12,22 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from .errors import InputError
+from .errors import CamError, InputError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "Decoded",
     "ResultCache",
     "cam_key",
     "check_upload_size",
     "content_hash",
+    "decode_input",
     "inputs_digest",
     "list_samples",
     "pair_batches",
@@ -51,16 +54,14 @@ def content_hash(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def inputs_digest(inputs: Mapping[str, Sequence[np.ndarray]]) -> tuple[tuple[str, tuple], ...]:
-    """Per modality (sorted by name), the content hashes of its images, in batch order."""
-    return tuple(
-        (name, tuple(content_hash(image) for image in inputs[name])) for name in sorted(inputs)
-    )
+def inputs_digest(inputs: Mapping[str, Sequence[np.ndarray]]) -> dict[str, list[str]]:
+    """Per modality, the content hashes of its images, in batch order."""
+    return {name: [content_hash(image) for image in images] for name, images in inputs.items()}
 
 
 def cam_key(
     model: str,
-    inputs: Mapping[str, Sequence[np.ndarray]],
+    digests: Mapping[str, Sequence[str]],
     *,
     layer: str,
     method: str,
@@ -68,9 +69,45 @@ def cam_key(
     options: Mapping[str, Any] | None = None,
 ) -> tuple:
     """Cache key of one explain request: (model, input content hashes, layer, method, target,
-    options). Everything that changes the CAM is in it; display settings are not."""
+    options). Everything that changes the CAM is in it; display settings are not.
+
+    Args:
+        digests: per modality, the :func:`content_hash` of each input image, in batch order
+            (see :func:`inputs_digest`; the app keeps them from decoding time).
+    """
+    inputs = tuple((name, tuple(digests[name])) for name in sorted(digests))
     opts = tuple(sorted((options or {}).items()))
-    return (model, inputs_digest(inputs), layer, method, target, opts)
+    return (model, inputs, layer, method, target, opts)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One input file after decoding: the image and its content hash, or why it failed."""
+
+    name: str
+    image: np.ndarray | None = None
+    digest: str | None = None
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def decode_input(
+    data: bytes, name: str, *, channels: int, limit_mb: float, modality: str
+) -> Decoded:
+    """Size-check and decode one uploaded file with :func:`~cam_core.load_image`.
+
+    Never raises for a bad file: the returned :class:`Decoded` carries the error message
+    (a UI shows it next to that modality's input and keeps the others).
+    """
+    from .images import load_image
+
+    notes: list[str] = []
+    try:
+        check_upload_size(name, len(data), limit_mb, modality=modality)
+        image = load_image(data, channels=channels, notes=notes)
+    except CamError as exc:
+        return Decoded(name, error=str(exc))
+    return Decoded(name, image, content_hash(image), tuple(notes))
 
 
 def pair_batches(files: Mapping[str, Sequence[T]], modalities: Sequence[str]) -> dict[str, list[T]]:

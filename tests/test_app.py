@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from cam_core.explainer import Explainer
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).absolute().parents[1] / "app.py")
 TIMEOUT = 180  # generous: two CPU cores are shared with other test runs
 
 
@@ -36,7 +36,8 @@ def explain_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
 @pytest.fixture
 def deferred_downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[[], bytes]]:
-    """file name -> the callable a deferred st.download_button registered (the ZIP)."""
+    """file name -> the callable each (deferred) st.download_button registered: what the
+    browser receives on click."""
     found: dict[str, Callable[[], bytes]] = {}
     original = MediaFileManager.add_deferred
 
@@ -45,21 +46,6 @@ def deferred_downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[[]
         return original(self, data, mimetype, coordinates, file_name=file_name, **kwargs)
 
     monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
-    return found
-
-
-@pytest.fixture
-def static_downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
-    """file name -> bytes of every st.download_button given its data directly (the PNGs)."""
-    found: dict[str, bytes] = {}
-    original = MediaFileManager.add
-
-    def spy(self, path_or_data, mimetype, coordinates, file_name=None, **kwargs):
-        if file_name is not None:
-            found[file_name] = path_or_data
-        return original(self, path_or_data, mimetype, coordinates, file_name=file_name, **kwargs)
-
-    monkeypatch.setattr(MediaFileManager, "add", spy)
     return found
 
 
@@ -81,7 +67,7 @@ def png_bytes(size: tuple[int, int], mode: str = "RGB", seed: int = 0) -> bytes:
 
 
 def modalities(at: AppTest) -> list:
-    from pages import common
+    from pages.ui import common
 
     return list(common.load_model(common.DEMO_MODEL).modalities)
 
@@ -115,6 +101,9 @@ def test_opens_on_the_demo_with_overlays_shown(app: AppTest) -> None:
     for m in modalities(app):
         assert m.name in uploader(app, m.name).label
     assert any("top-5" in md.value for md in app.markdown)
+    # The model picker (app.py, shared by all pages) survives reruns.
+    app.run()
+    assert app.selectbox(key="model").value == "demo"
 
 
 def test_uploading_a_png_per_modality_gives_new_overlays(
@@ -220,7 +209,6 @@ def test_image_weight_and_colormap_only_reblend(app: AppTest, explain_calls: lis
 def test_zip_download_unzips_to_the_promised_files(
     app: AppTest,
     deferred_downloads: dict[str, Callable[[], bytes]],
-    static_downloads: dict[str, bytes],
 ) -> None:
     upload_all(app, count=2, seed=11)
     app.selectbox(key="colormap").set_value("turbo")
@@ -252,7 +240,7 @@ def test_zip_download_unzips_to_the_promised_files(
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         for m in sizes:
             for i in range(2):
-                png = static_downloads[f"{i:02d}_{m}_overlay.png"]
+                png = deferred_downloads[f"{i:02d}_{m}_overlay.png"]()
                 assert archive.read(f"overlays/{i:02d}_{m}.png") == png
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import threading
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cam_core.errors import InputError
 from cam_core.session import (
@@ -13,6 +15,8 @@ from cam_core.session import (
     cam_key,
     check_upload_size,
     content_hash,
+    decode_input,
+    inputs_digest,
     list_samples,
     pair_batches,
     top_k,
@@ -55,20 +59,38 @@ def test_content_hash_depends_on_pixels_shape_and_dtype() -> None:
 
 
 def test_cam_key_changes_with_everything_that_changes_the_cam() -> None:
-    images = {"rgb": [np.zeros((2, 2, 3), np.uint8)]}
+    digests = inputs_digest({"rgb": [np.zeros((2, 2, 3), np.uint8)]})
     base = {"layer": "fusion", "method": "gradcam", "target": None, "options": {"aug_smooth": 0}}
-    key = cam_key("demo", images, **base)
-    assert key == cam_key("demo", {"rgb": [np.zeros((2, 2, 3), np.uint8)]}, **base)
-    assert key != cam_key("other", images, **base)
-    assert key != cam_key("demo", {"rgb": [np.ones((2, 2, 3), np.uint8)]}, **base)
+    key = cam_key("demo", digests, **base)
+    same = inputs_digest({"rgb": [np.zeros((2, 2, 3), np.uint8)]})
+    assert key == cam_key("demo", same, **base)
+    assert key != cam_key("other", digests, **base)
+    other = inputs_digest({"rgb": [np.ones((2, 2, 3), np.uint8)]})
+    assert key != cam_key("demo", other, **base)
     for change in (
         {"layer": "x"},
         {"method": "scorecam"},
         {"target": 1},
         {"options": {"aug_smooth": 1}},
     ):
-        assert key != cam_key("demo", images, **{**base, **change})
+        assert key != cam_key("demo", digests, **{**base, **change})
     hash(key)
+
+
+def test_decode_input_returns_pixels_and_their_hash() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGBA", (5, 4), (255, 0, 0, 0)).save(buffer, "PNG")
+    decoded = decode_input(buffer.getvalue(), "a.png", channels=3, limit_mb=1, modality="rgb")
+    assert decoded.error is None and decoded.image.shape == (4, 5, 3)
+    assert decoded.digest == content_hash(decoded.image)
+    assert decoded.notes  # the transparent pixels were composited: the user is told
+
+
+def test_decode_input_reports_broken_and_oversized_files_without_raising() -> None:
+    broken = decode_input(b"not an image", "x.png", channels=3, limit_mb=1, modality="rgb")
+    assert broken.image is None and broken.digest is None and broken.error
+    huge = decode_input(b"\0" * 2048, "huge.png", channels=3, limit_mb=0.001, modality="rgb")
+    assert huge.image is None and "limit is 0.001 MB" in huge.error
 
 
 def test_result_cache_is_a_bounded_lru() -> None:

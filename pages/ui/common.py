@@ -12,24 +12,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import streamlit as st
 
-from cam_core import CamError, Explainer, load_image
-from cam_core.session import ResultCache, list_samples
+from cam_core import CamError, Explainer
+from cam_core.session import Decoded, ResultCache, decode_input, list_samples
 
 __all__ = [
     "DEMO_MODEL",
     "MODEL_KEY",
     "current_explainer",
     "current_model",
-    "decode_image",
     "layer_tree",
     "load_model",
     "model_names",
     "model_notice",
     "model_picker",
     "result_cache",
+    "sample_image",
     "sample_sets",
     "upload_limit_mb",
 ]
@@ -129,14 +128,16 @@ def current_explainer() -> Explainer:
         st.stop()
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def decode_image(data: bytes, channels: int) -> tuple[np.ndarray, list[str]]:
-    """Decode uploaded bytes with ``cam_core.load_image``: uint8 (H, W, channels) and the notes
-    (e.g. "alpha composited on white"). Cached by content, so reruns do not decode again;
-    errors (``InputError``) are not cached and propagate."""
-    notes: list[str] = []
-    image = load_image(data, channels=channels, notes=notes)
-    return image, notes
+@st.cache_resource(show_spinner=False, max_entries=256)
+def sample_image(path: Path, channels: int) -> Decoded:
+    """A bundled sample file, decoded once per server process (samples never change)."""
+    return decode_input(
+        path.read_bytes(),
+        f"{path.parent.name}/{path.name}",
+        channels=channels,
+        limit_mb=float("inf"),
+        modality=path.stem,
+    )
 
 
 def sample_sets(name: str) -> dict[str, dict[str, Path]]:

@@ -1,0 +1,211 @@
+"""The app in a real browser: Debian's Chromium (Playwright) against `streamlit run`.
+
+Waits on Streamlit's own signals (script state, images, skeletons), never on sleeps. Needs
+/usr/bin/chromium (`.ci/run` installs it); without it the test fails, unless
+CAM_EXPLORER_SKIP_BROWSER=1. The screenshot lands in results/browser/ (or
+$CAM_EXPLORER_SCREENSHOT_DIR).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).absolute().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+START_TIMEOUT_S = 120
+WAIT_MS = 180_000  # two CPU cores shared with other test runs: be generous, never sleep
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """`streamlit run app.py` on a free port; its URL once it serves. Always stopped."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    ready = threading.Event()
+    log: list[str] = []
+
+    def read() -> None:
+        # Streamlit prints the URL once its server listens; the event replaces any polling.
+        for line in proc.stdout:
+            log.append(line)
+            if "URL:" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        if not ready.wait(START_TIMEOUT_S) or proc.poll() is not None:
+            pytest.fail("streamlit run did not start:\n" + "".join(log[-40:]))
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        if os.environ.get("CAM_EXPLORER_SKIP_BROWSER") == "1":
+            pytest.skip("CAM_EXPLORER_SKIP_BROWSER=1 and /usr/bin/chromium is missing")
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's Chromium (`apt-get install -y chromium`, "
+            "as .ci/run does), or set CAM_EXPLORER_SKIP_BROWSER=1 to skip the browser tests."
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _wait_idle(page) -> None:
+    """The script finished and nothing is still loading."""
+    page.wait_for_selector(IDLE, timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0",
+        timeout=WAIT_MS,
+    )
+
+
+def _write_png(path: Path, size: tuple[int, int], mode: str, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    shape = (*size, 3) if mode == "RGB" else size
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+    return path
+
+
+def _overlay_sources(page) -> list[str]:
+    return page.eval_on_selector_all('[data-testid="stImage"] img', "els => els.map(e => e.src)")
+
+
+def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_path: Path) -> None:
+    from cam_core import demo
+
+    modalities = list(demo.MODALITIES)
+    page = browser.new_page(viewport={"width": 1500, "height": 1400}, accept_downloads=True)
+    page.goto(server, timeout=WAIT_MS)
+    page.wait_for_selector('[data-testid="stImage"]', timeout=WAIT_MS)
+    _wait_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+    # Upload one file per modality.
+    for i, m in enumerate(modalities):
+        mode = "L" if m.channels == 1 else "RGB"
+        path = _write_png(tmp_path / f"mine_{m.name}.png", (96, 80), mode, seed=i)
+        box = page.locator('[data-testid="stFileUploader"]').filter(has_text=m.name).first
+        box.locator('input[type="file"]').set_input_files(str(path))
+        # Each upload reruns the script; wait for it before the next.
+        page.get_by_text(path.name).first.wait_for(timeout=WAIT_MS)
+        _wait_idle(page)
+    last = modalities[-1].name
+    page.locator('[data-testid="stImage"]', has_text=f"mine_{last}.png").wait_for(timeout=WAIT_MS)
+    assert page.locator('[data-testid="stImage"]').count() == len(modalities)
+
+    # Pick a layer: open the tree, filter it, click the first row's selection box.
+    page.locator('[data-testid="stExpander"] summary', has_text="Layer").click()
+    page.get_by_label("Filter layers").fill("down2")
+    page.get_by_label("Filter layers").press("Enter")
+    _wait_idle(page)
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.wait_for(timeout=WAIT_MS)
+    grid = table.locator("canvas").first.bounding_box()
+    page.mouse.click(grid["x"] + 16, grid["y"] + 35 + 35 // 2)  # header row, then row 0
+    picked = page.locator('[data-testid="stCaptionContainer"]', has_text="layer ").filter(
+        has_text="down2"
+    )
+    picked.first.wait_for(timeout=WAIT_MS)
+    _wait_idle(page)
+    layer = picked.first.inner_text().split("`")[1] if "`" in picked.first.inner_text() else None
+
+    # Move the image_weight slider: the overlays change (re-blended, no recompute).
+    before = _overlay_sources(page)
+    thumb = page.get_by_role("slider", name="image_weight")
+    thumb.focus()
+    for _ in range(4):
+        thumb.press("ArrowLeft")
+    page.wait_for_function(
+        "(before) => { const now = [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+        ".map(e => e.src); return now.length && now.join() !== before.join(); }",
+        arg=before,
+        timeout=WAIT_MS,
+    )
+    _wait_idle(page)
+    weight = float(thumb.input_value())
+    assert weight == pytest.approx(0.3)
+
+    # Download everything as one ZIP and check it.
+    with page.expect_download(timeout=WAIT_MS) as download:
+        page.get_by_role("button", name="Download everything (ZIP)").click()
+    data = Path(download.value.path()).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        settings = json.loads(archive.read("settings.json"))
+        for m in modalities:
+            with Image.open(io.BytesIO(archive.read(f"overlays/00_{m.name}.png"))) as image:
+                assert image.size[::-1] == tuple(m.size)
+            assert f"cams/00_{m.name}.npy" in archive.namelist()
+            assert f"originals/00_{m.name}.png" in archive.namelist()
+    assert settings["image_weight"] == pytest.approx(weight)
+    assert "down2" in settings["layer"]
+    if layer is not None:
+        assert settings["layer"] == layer
+    assert settings["inputs"][last] == [f"mine_{last}.png"]
+
+    shots = Path(os.environ.get("CAM_EXPLORER_SCREENSHOT_DIR", ROOT / "results" / "browser"))
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "explorer.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0
