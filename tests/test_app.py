@@ -248,3 +248,54 @@ def test_about_page_renders(app: AppTest) -> None:
     app.switch_page("pages/about.py").run()
     assert not app.exception
     assert any("spec" in md.value for md in app.markdown)
+
+
+def test_a_missing_modality_is_named_and_the_result_kept(app: AppTest) -> None:
+    shown = [image.value for image in app.image]
+    first, *others = modalities(app)
+    mode = "L" if first.channels == 1 else "RGB"
+    uploader(app, first.name).set_value(("only.png", png_bytes((32, 32), mode), "image/png"))
+    app.run()
+    assert not app.exception
+    assert any(repr(others[0].name) in w.value for w in app.warning)
+    assert [image.value for image in app.image] == shown
+
+
+def test_choosing_a_target_class_explains_that_class(
+    app: AppTest, explain_calls: list[dict]
+) -> None:
+    target = app.selectbox(key="target:demo")
+    klass = target.options[-1]  # "k: name"
+    index = int(klass.split(":")[0])
+    target.set_value(index).run()
+    assert not app.exception and not app.error
+    assert explain_calls[-1]["target"] == index
+    assert all(klass.split(": ")[1] in c for c in captions(app))
+
+
+def test_a_slow_method_runs_with_progress(app: AppTest, explain_calls: list[dict]) -> None:
+    app.selectbox(key="method:demo").set_value("scorecam").run()
+    assert not app.exception and not app.error
+    assert explain_calls[-1]["method"] == "scorecam"
+    assert len(app.image) == len(modalities(app))
+
+
+def test_stopping_mid_compute_leaves_no_hooks() -> None:
+    """A Streamlit rerun/stop surfaces as an exception from the progress callback (the script's
+    next st call); the model must come out clean."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from pages.ui import common
+
+    explainer = common.load_model(common.DEMO_MODEL)
+    images = {m.name: [np.zeros((*m.size, m.channels), np.uint8)] for m in explainer.modalities}
+
+    def stop(done: int, total: int) -> None:
+        raise StopException()
+
+    with pytest.raises(StopException):
+        explainer.explain(images, explainer.default_layer, "scorecam", progress=stop)
+    model = explainer.model
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+        assert not module._backward_hooks

@@ -207,5 +207,12 @@ def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_pa
 
     shots = Path(os.environ.get("CAM_EXPLORER_SCREENSHOT_DIR", ROOT / "results" / "browser"))
     shots.mkdir(parents=True, exist_ok=True)
+    # The app scrolls inside its own container: grow the window to the content, then shoot.
+    height = page.evaluate(
+        """() => Math.max(900, ...Array.from(document.querySelectorAll(
+            '[data-testid="stMain"], [data-testid="stAppViewContainer"]'), e => e.scrollHeight))"""
+    )
+    page.set_viewport_size({"width": 1500, "height": min(int(height) + 120, 4000)})
+    _wait_idle(page)
     page.screenshot(path=str(shots / "explorer.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -110,11 +110,17 @@ def _inputs_section(model: str, explainer: Any, slots: dict[str, Any]) -> Batch:
     with st.container(border=True):
         st.subheader("Inputs", anchor=False)
         if samples:
+            # Uploads take over from the samples; say so instead of showing a stale choice.
+            uploading = any(st.session_state.get(f"upload:{model}:{m.name}") for m in modalities)
             st.multiselect(
                 "Bundled samples (used while nothing is uploaded)",
                 list(samples),
                 default=list(samples)[:1],
                 key=f"samples:{model}",
+                disabled=uploading,
+                help="Remove your uploads to explain the bundled samples again."
+                if uploading
+                else "Each sample is one image per modality; several make a batch.",
             )
         columns = st.columns(len(modalities))
         for column, modality in zip(columns, modalities):
