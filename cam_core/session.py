@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from .errors import CamError, InputError
 __all__ = [
     "IMAGE_SUFFIXES",
     "Decoded",
+    "ModelCaches",
     "ResultCache",
     "cam_key",
     "check_upload_size",
@@ -230,3 +232,29 @@ class ResultCache(Generic[V]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+class ModelCaches:
+    """One :class:`ResultCache` per loaded model, forgotten together with the model.
+
+    Keyed by the model object itself (weakly), not by its name: a model reloaded under the same
+    name (new weights) never sees the old model's CAMs, and memory stays bounded when models
+    are swapped.
+    """
+
+    def __init__(self, max_entries: int = 16) -> None:
+        self.max_entries = max_entries
+        self._caches: weakref.WeakKeyDictionary[Any, ResultCache] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def for_model(self, model: Any) -> ResultCache:
+        """The cache of ``model`` (created on first use)."""
+        with self._lock:
+            cache = self._caches.get(model)
+            if cache is None:
+                cache = self._caches[model] = ResultCache(self.max_entries)
+            return cache
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._caches)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import threading
 
@@ -11,6 +12,7 @@ from PIL import Image
 
 from cam_core.errors import InputError
 from cam_core.session import (
+    ModelCaches,
     ResultCache,
     cam_key,
     check_upload_size,
@@ -138,3 +140,17 @@ def test_list_samples_needs_every_modality(tmp_path) -> None:
     assert list(samples) == ["one"]
     assert samples["one"]["depth"].name == "depth.jpg"
     assert list_samples(tmp_path / "missing", ["rgb"]) == {}
+
+
+def test_model_caches_are_per_model_and_dropped_with_it() -> None:
+    class Model:
+        pass
+
+    caches = ModelCaches(max_entries=4)
+    a, b = Model(), Model()
+    caches.for_model(a).put("k", 1)
+    assert caches.for_model(a).get("k") == 1
+    assert caches.for_model(b).get("k") is None  # same key, other model: no leak
+    del a
+    gc.collect()
+    assert len(caches) == 1

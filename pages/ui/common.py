@@ -15,7 +15,7 @@ from typing import Any
 import streamlit as st
 
 from cam_core import CamError, Explainer
-from cam_core.session import Decoded, ResultCache, decode_input, list_samples
+from cam_core.session import Decoded, ModelCaches, ResultCache, decode_input, list_samples
 
 __all__ = [
     "DEMO_MODEL",
@@ -92,9 +92,14 @@ def model_notice(name: str) -> str | None:
 
 
 @st.cache_resource(show_spinner=False)
-def result_cache() -> ResultCache:
-    """CAM results of all sessions, keyed by content (see ``cam_core.session.cam_key``)."""
-    return ResultCache(max_entries=24)
+def _model_caches() -> ModelCaches:
+    return ModelCaches(max_entries=16)
+
+
+def result_cache(explainer: Explainer) -> ResultCache:
+    """CAM results of this model, shared by all sessions, keyed by content (see
+    ``cam_core.session.cam_key``); dropped when the model is."""
+    return _model_caches().for_model(explainer)
 
 
 @st.cache_resource(show_spinner="Tracing the model's layers…")

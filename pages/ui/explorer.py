@@ -383,7 +383,7 @@ def _compute(
 ) -> tuple[Any, Any]:
     """The cached CamResult for these choices, computed (with progress) when new."""
     key = cam_key(model, batch.digests, layer=layer, method=method, target=target, options=options)
-    cache = common.result_cache()
+    cache = common.result_cache(explainer)
     result = cache.get(key)
     if result is not None:
         return result, key
