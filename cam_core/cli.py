@@ -9,6 +9,7 @@
 
 ``--input NAME=PATH`` names one modality's image or folder; folders are paired by file name
 (``rgb/0001.png`` with ``texture/0001.png``) and explained in batches with a progress bar.
+``--samples DIR`` instead takes one sub-folder per sample holding ``<modality>.png``.
 Exit codes: 0 done; 2 bad usage or input (one line on stderr); 1 any other failure.
 """
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from .errors import CamError, InputError, LayerError, MethodError, ModelLoadError
 from .overlay import COLORMAPS
-from .session import IMAGE_SUFFIXES
+from .session import IMAGE_SUFFIXES, list_samples
 from .sources import TORCHVISION_MODELS, ModelSpec, demo_spec, load_spec, torchvision_spec
 
 __all__ = ["build_parser", "main"]
@@ -99,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="image or folder of images of modality NAME (repeat per modality; NAME may be "
         "left out when the model has one modality)",
+    )
+    explain.add_argument(
+        "--samples",
+        type=Path,
+        metavar="DIR",
+        help="instead of --input: a folder with one sub-folder per sample holding "
+        "<modality>.png (the app's sample layout)",
     )
     explain.add_argument("--layer", help="dotted layer path (default: the model's default layer)")
     explain.add_argument("--method", default="gradcam", help="CAM method (default: gradcam)")
@@ -176,7 +184,10 @@ def _explain(args: argparse.Namespace) -> int:
 
     spec, explainer, report = _load(args)
     modalities = list(spec.modalities)
-    samples = _samples(_parse_inputs(args.input, [m.name for m in modalities]), modalities)
+    if args.samples is not None:
+        samples = _sample_folders(args.samples, modalities, given_inputs=bool(args.input))
+    else:
+        samples = _samples(_parse_inputs(args.input, [m.name for m in modalities]), modalities)
     explainer.method_info(args.method)  # an unknown method fails before any image is read
     layer = args.layer if args.layer is not None else spec.default_layer
     target = _parse_target(args.target)
@@ -309,6 +320,21 @@ def _samples(paths: dict[str, Path], modalities: list) -> list[_Sample]:
         _Sample(stem, {n: folders[n][stem] if n in folders else p for n, p in paths.items()})
         for stem in sorted(common)
     ]
+
+
+def _sample_folders(folder: Path, modalities: list, *, given_inputs: bool) -> list[_Sample]:
+    if given_inputs:
+        raise _UsageError("give either --samples or --input, not both.")
+    if not folder.is_dir():
+        raise _UsageError(f"--samples {folder}: no such folder.")
+    names = [m.name for m in modalities]
+    found = list_samples(folder, names)
+    if not found:
+        raise _UsageError(
+            f"--samples {folder}: no sub-folder holds one image per modality "
+            f"({', '.join(n + '.png' for n in names)})."
+        )
+    return [_Sample(name, {n: Path(p) for n, p in paths.items()}) for name, paths in found.items()]
 
 
 def _images_in(folder: Path) -> dict[str, Path]:

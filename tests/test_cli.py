@@ -147,6 +147,28 @@ def test_a_single_file_is_used_with_every_image_of_a_folder(tmp_path, capsys, fo
     ] * 3
 
 
+def test_sample_folders_in_the_apps_layout(tmp_path, capsys, forgery):
+    for name in ["s1", "s2"]:
+        folders = _write_images(tmp_path / "tmp" / name, forgery.modalities, ["x"])
+        (tmp_path / "samples" / name).mkdir(parents=True)
+        for m in forgery.modalities:
+            (folders[m.name] / "x.png").rename(tmp_path / "samples" / name / f"{m.name}.png")
+    (tmp_path / "samples" / "incomplete").mkdir()
+    code, _, err = _run(
+        capsys, "explain", "--spec", FORGERY, "--samples", tmp_path / "samples",
+        "--out", tmp_path / "out", "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [s["name"] for s in summary["samples"]] == ["s1", "s2"]
+
+    code, _, err = _run(
+        capsys, "explain", "--spec", FORGERY, "--samples", tmp_path / "tmp",
+        "--out", tmp_path / "out", "-q",
+    )  # fmt: skip
+    assert code == 2 and "no sub-folder holds one image per modality" in _error_line(err)
+
+
 def test_layers_prints_the_tree_and_marks_the_default(capsys, forgery):
     code, out, _ = _run(capsys, "layers", "--spec", FORGERY)
     assert code == 0
