@@ -1,7 +1,8 @@
 """cam_core: Grad-CAM–style heatmaps for any (multi-input) PyTorch model, without editing it.
 
 The public API (see README): :class:`Explainer`, :class:`Modality`, :class:`CamResult`,
-:func:`overlay`, :func:`load_image`, :func:`load_checkpoint` and the :class:`CamError` family.
+:func:`overlay`, :func:`load_image`, :func:`load_checkpoint`, model sources (:func:`load_spec`,
+:func:`torchvision_spec`, :func:`available_models`) and the :class:`CamError` family.
 Importing this package does not import streamlit (the UI lives in ``app.py`` and ``pages/``).
 """
 
@@ -26,6 +27,7 @@ from .methods import MethodInfo
 from .modality import Batch, Modality
 from .overlay import COLORMAPS, overlay
 from .result import CamResult
+from .sources import ModelSpec, available_models, load_spec, torchvision_spec
 
 __all__ = [
     "AttentionResult",
@@ -41,10 +43,14 @@ __all__ = [
     "MethodInfo",
     "Modality",
     "ModelLoadError",
+    "ModelSpec",
     "ResourceError",
     "SpecError",
     "TargetError",
+    "available_models",
     "load_checkpoint",
     "load_image",
+    "load_spec",
     "overlay",
+    "torchvision_spec",
 ]
