@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -25,12 +27,20 @@ from .errors import InputError, LayerError
 from .layers import OutputView, analyze_output
 from .modality import Modality
 
-__all__ = ["BoundModel", "OutputRule", "select_logits", "preserved_state", "describe_output"]
+__all__ = [
+    "BoundModel",
+    "OutputRule",
+    "Tap",
+    "describe_output",
+    "model_lock",
+    "preserved_state",
+    "select_logits",
+]
 
 OutputRule = int | str | Callable[[Any], torch.Tensor] | None
 
 
-class _Tap(nn.Identity):
+class Tap(nn.Identity):
     """Where grad-cam hooks: the chosen layer's map passes through here."""
 
 
@@ -60,7 +70,7 @@ class BoundModel(nn.Module):
         # for a model without parameters.
         self.anchor = nn.Parameter(torch.empty(0, device=device), requires_grad=False)
         self.model = model
-        self.tap = _Tap()
+        self.tap = Tap()
         self.modalities = tuple(modalities)
         self.tensors = dict(tensors)
         self.explained = explained
@@ -94,12 +104,18 @@ class BoundModel(nn.Module):
 
     @contextlib.contextmanager
     def routed(
-        self, module: nn.Module, call: int, segment_of: str | None, tap: nn.Module | None = None
+        self,
+        module: nn.Module,
+        call: int,
+        segment_of: str | None,
+        tap: nn.Module | None = None,
+        label: str = "this layer",
     ) -> Iterator[_RouteRecord]:
         """Route call ``call`` of ``module`` through a tap (:attr:`tap` by default) in the block.
 
         ``segment_of`` names the modality whose tokens to use when a token layer concatenates
-        several modalities.  The hook is removed on exit, also after an error.
+        several modalities; ``label`` names the layer in errors.  The hook is removed on exit,
+        also after an error.
         """
         record = _RouteRecord()
         sizes = {m.name: tuple(self.tensors[m.name].shape[-2:]) for m in self.modalities}
@@ -114,7 +130,7 @@ class BoundModel(nn.Module):
                 return None
             view = analyze_output(output, self.batch, sizes)
             if isinstance(view, str):
-                raise LayerError(f"this layer cannot be a CAM target: {view}.")
+                raise LayerError(f"layer {label!r} cannot be a CAM target: {view}.")
             record.view = view
             segment = view.segment_for(segment_of) if segment_of else 0
             if segment is None:
@@ -247,6 +263,19 @@ def _apply_rule(output: Any, rule: OutputRule) -> Any:
 
 
 # -- state of the user's model ---------------------------------------------------------------------
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The one lock of ``model``: every explainer of the same module shares it, so two never
+    mix activations (hooks and grad-cam state live on the module)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ one request, and the model is left exactly as it was — hooks removed, training
 from __future__ import annotations
 
 import gc
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapter import BoundModel, OutputRule, preserved_state
+from .adapter import BoundModel, OutputRule, Tap, model_lock, preserved_state
 from .attention import AttentionResult, read_attention
 from .errors import CamError, InputError, LayerError, MethodError, ResourceError, TargetError
 from .layers import LayerInfo, OutputView, analyze_output, parse_layer, resolve_module
@@ -63,7 +62,7 @@ class Explainer:
         self.output = output
         self.classes = list(classes) if classes is not None else None
         self.default_layer = default_layer
-        self.lock = threading.RLock()
+        self.lock = model_lock(self.model)
         self._trees: dict[tuple, list[LayerInfo]] = {}
 
     @property
@@ -196,7 +195,9 @@ class Explainer:
             with ExitStack() as stack:
                 records = {
                     layer: stack.enter_context(
-                        bound.routed(modules[layer], found[layer][1] or 0, first, taps[layer])
+                        bound.routed(
+                            modules[layer], found[layer][1] or 0, first, taps[layer], layer
+                        )
                     )
                     for layer in layers
                 }
@@ -288,10 +289,12 @@ class Explainer:
                     yield
             except torch.OutOfMemoryError as exc:
                 out_of_memory = str(exc).splitlines()[0]
+                exc.with_traceback(None)  # its frames hold the failed request's tensors
             except RuntimeError as exc:
                 if "out of memory" not in str(exc) and "can't allocate memory" not in str(exc):
                     raise
                 out_of_memory = str(exc).splitlines()[0]
+                exc.with_traceback(None)
             finally:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -305,7 +308,7 @@ class Explainer:
                 f"out of memory on {self.device} while computing ({out_of_memory}). Use fewer "
                 "or smaller images, a gradient method instead of ScoreCAM/AblationCAM, or the "
                 "CPU; the model is unchanged and the next request can run."
-            )
+            ) from None
 
     def _bound(self, batch: Batch, explained: str) -> BoundModel:
         return BoundModel(
@@ -421,6 +424,7 @@ class Explainer:
         options: dict[str, object],
     ) -> CamResult:
         cams, raw, nan = maps
+        notices = list(batch.notes) + notices
         empty = {}
         for name, cam in cams.items():
             flat = cam.reshape(cam.shape[0], -1)
@@ -620,9 +624,8 @@ class _Job:
         finally:
             _release(cam_obj)
         self._check_calls(record)
-        if any(t is None for t in used):  # methods without a class score never chose one
-            predicted = bound.last_logits.argmax(dim=-1).tolist()
-            used = [p if t is None else t for t, p in zip(used, predicted)]
+        # Methods without a class score (EigenCAM) never looked at the target: check it here.
+        used = _resolve(used, bound.last_logits)
         return cam, raw, record, bound, used
 
     def _call_engine(self, cam_obj, bound, explained, targets, raws):
@@ -673,7 +676,8 @@ class _Job:
         if self.module is None:
             yield None
             return
-        with bound.routed(self.module, self.call or 0, segment_of) as record:
+        label = self.module_name() + (f"@{self.call}" if self.call is not None else "")
+        with bound.routed(self.module, self.call or 0, segment_of, label=label) as record:
             yield record
 
     def module_name(self) -> str:
@@ -753,13 +757,19 @@ def _release(cam_obj: Any) -> None:
     graph), which would leave hooks behind.
     """
     capture = getattr(cam_obj, "activations_and_grads", None)
-    if capture is None:
-        return
-    for handle in capture.handles:
-        handle.remove()
-    capture.handles.clear()
-    capture.activations = []
-    capture.gradients = []
+    if capture is not None:
+        for handle in capture.handles:
+            handle.remove()
+        capture.handles.clear()
+        capture.activations = []
+        capture.gradients = []
+    # AblationCAM skips removing its own hook when a forward fails; the hook, the outputs'
+    # graph and our get_cam_image wrapper would otherwise keep the model and inputs alive.
+    for layer in getattr(cam_obj, "target_layers", []):
+        if isinstance(layer, Tap):
+            layer._forward_hooks.clear()
+    cam_obj.outputs = None
+    vars(cam_obj).pop("get_cam_image", None)
 
 
 def _deaugment(transform: Any, cam: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ test_app). This file adds what they leave open. A prediction is forced to arrive
 its hooks in place. A stop is raised inside the forward of every entry point. The memory of
 failed and swapped-out models is checked. Every odd image mode goes through the whole explain
 path. Constant and NaN maps get their notice. The upload size limit is checked at its boundary.
-Tests marked ``xfail(strict=True)`` document bugs in cam_core, each described in its reason.
+The bugs these tests found (a lock per explainer instead of per model, leaks after errors,
+unchecked targets of class-agnostic methods, errors not naming the layer) are fixed.
 """
 
 from __future__ import annotations
@@ -118,16 +119,6 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the lock is per Explainer (Explainer.__init__: self.lock = threading.RLock()), "
-        "not per model. Two Explainers wrapping the same nn.Module run forward/backward at the "
-        "same time, each one's routing hook and grad-cam capture sees the other's activations, "
-        "and the first CAM differs from its reference (max abs diff ~0.76). RELIABILITY "
-        "asks for one lock per loaded model."
-    ),
-)
 def test_two_explainers_sharing_one_model_do_not_mix_activations(three_modalities) -> None:
     # RELIABILITY row 1
     torch.manual_seed(0)
@@ -290,27 +281,12 @@ def test_stop_inside_the_forward_leaves_model_clean_and_lock_free(
 # ------------------------------------------------------------------------------------------
 
 
-LEAK_REASON = (
-    "BUG: an out-of-memory error (or any exception) in the scoring forward that "
-    "AblationCAM.get_cam_weights runs right after `target_layer.register_forward_hook("
-    "self.save_activation)` skips its `handle.remove()`. The hook stays on the BoundModel's tap. "
-    "cam_core.explainer._release removes only activations_and_grads' handles and keeps "
-    "cam_obj.outputs, whose autograd graph holds grad-cam's `_store_grad` tensor hook. The "
-    "cycle AblationCAM -> outputs -> (C++ graph) -> hook -> ActivationsAndGradients -> "
-    "BoundModel -> tap -> save_activation -> AblationCAM runs through C++, so gc cannot free it. "
-    "The model, the inputs and the graph are never freed. Fix: in _release, set "
-    "cam_obj.outputs = None and clear the tap's forward hooks."
-)
-
-
 @pytest.mark.parametrize(
     ("method", "at"),
     [
         ("gradcam", 1),
         ("scorecam", 3),  # in the masked batches
-        pytest.param(
-            "ablationcam", 3, marks=pytest.mark.xfail(strict=True, reason=LEAK_REASON)
-        ),  # get_cam_weights' scoring forward
+        ("ablationcam", 3),  # get_cam_weights' scoring forward
         ("ablationcam", 4),  # an ablation batch, the ablation layer swapped in
     ],
 )
@@ -395,18 +371,6 @@ def test_target_out_of_range_names_the_class_count_in_every_path(call, three_net
     assert hook_count(three_net) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: class-agnostic methods never check the target. Explainer.explain(x, 'fuse', "
-        "'eigencam' or 'kpca-cam', target=4) on a 4-class model returns a CamResult with "
-        "targets=[4] (and target=1000 gives [1000]) instead of a TargetError. grad-cam never "
-        "calls _ClassTarget for these methods, and explainer._resolve runs only for "
-        "per-sample/aug_smooth methods. sweep() with the same arguments does raise. The CLI "
-        "then writes target 4 'class 4' to summary.json, and the app's caption indexes "
-        "probabilities[i, 4] (IndexError)."
-    ),
-)
 @pytest.mark.parametrize("method", ["eigencam", "kpca-cam"])
 def test_class_agnostic_methods_refuse_a_target_out_of_range(method, three_net, three_modalities):
     # RELIABILITY row 5
@@ -695,16 +659,6 @@ def test_a_modality_given_as_nothing_is_named(value, three_net, three_modalities
     assert info.value.modality == "frequency"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the error for a non-spatial layer does not name the layer. cam_core/adapter.py "
-        "BoundModel.routed's hook raises LayerError('this layer cannot be a CAM target: output "
-        "(1, 4) has no spatial dimensions ...'). In Explainer.sweep(x, ['fuse', 'rgb_branch', "
-        "'head']) the user cannot tell which of the layers is meant. 'Clear error' names the "
-        "input: the message should contain 'head'."
-    ),
-)
 def test_non_spatial_layer_error_names_the_layer(three_net, three_modalities):
     # RELIABILITY row 16
     explainer = Explainer(three_net, three_modalities, device="cpu")
@@ -836,19 +790,6 @@ def test_resident_memory_stays_flat_over_many_swaps_of_a_large_model() -> None:
     assert len(caches) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: after every explain with a layer method, the grad-cam object is kept in a "
-        "reference cycle. cam_core/explainer.py _Job._run_once sets cam_obj.get_cam_image = "
-        "capture, a closure over `original`, the bound method cam_obj.get_cam_image. "
-        "_release does not undo it. cam_obj -> BoundModel -> user model + the request's input "
-        "tensors and logits are freed only when the cycle collector runs. gc runs after so "
-        "many object allocations, whatever their size, so on a GPU swapped-out models and "
-        "request tensors can pile up between collections. Fix: in _release (or _run_once's "
-        "finally) `vars(cam_obj).pop('get_cam_image', None)` and drop cam_obj.outputs/.model."
-    ),
-)
 def test_swapped_out_model_is_freed_at_once_without_the_cycle_collector() -> None:
     # RELIABILITY row 17
     built: list[weakref.ref] = []
