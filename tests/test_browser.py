@@ -19,7 +19,6 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -122,13 +121,6 @@ def _wait_idle(page) -> None:
     )
 
 
-def _write_png(path: Path, size: tuple[int, int], mode: str, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    shape = (*size, 3) if mode == "RGB" else size
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
-    return path
-
-
 def _overlay_sources(page) -> list[str]:
     return page.eval_on_selector_all('[data-testid="stImage"] img', "els => els.map(e => e.src)")
 
@@ -143,10 +135,15 @@ def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_pa
     _wait_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
 
-    # Upload one file per modality.
-    for i, m in enumerate(modalities):
-        mode = "L" if m.channels == 1 else "RGB"
-        path = _write_png(tmp_path / f"mine_{m.name}.png", (96, 80), mode, seed=i)
+    shots = Path(os.environ.get("CAM_EXPLORER_SCREENSHOT_DIR", ROOT / "results" / "browser"))
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "explorer-start.png"))
+
+    # Upload one file per modality: the demo's last sample, under new names.
+    sample = sorted(p for p in Path(demo.SAMPLES_DIR).iterdir() if p.is_dir())[-1]
+    for m in modalities:
+        path = tmp_path / f"mine_{m.name}.png"
+        path.write_bytes((sample / f"{m.name}.png").read_bytes())
         box = page.locator('[data-testid="stFileUploader"]').filter(has_text=m.name).first
         box.locator('input[type="file"]').set_input_files(str(path))
         # Each upload reruns the script; wait for it before the next.
@@ -205,8 +202,6 @@ def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_pa
         assert settings["layer"] == layer
     assert settings["inputs"][last] == [f"mine_{last}.png"]
 
-    shots = Path(os.environ.get("CAM_EXPLORER_SCREENSHOT_DIR", ROOT / "results" / "browser"))
-    shots.mkdir(parents=True, exist_ok=True)
     # The app scrolls inside its own container: grow the window to the content, then shoot.
     height = page.evaluate(
         """() => Math.max(900, ...Array.from(document.querySelectorAll(

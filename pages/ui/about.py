@@ -18,15 +18,13 @@ MODALITIES = [                      # the order of forward()'s positional argume
 ]
 CLASSES = ["real", "fake"]          # optional
 DEFAULT_LAYER = "fusion"            # optional: the layer the explorer opens on
+CHECKPOINT = "checkpoints/best.pt"  # optional: a state_dict, relative to this file
 
 
-def build_model():                  # returns the nn.Module, weights loaded
+def build_model():                  # returns the nn.Module
     from my_project import ForgeryNet
-    from cam_core import load_checkpoint
 
-    model = ForgeryNet()
-    load_checkpoint(model, "checkpoints/best.pt")
-    return model
+    return ForgeryNet()
 """
 
 PYTHON_EXAMPLE = """\
@@ -58,7 +56,8 @@ def render() -> None:
         "Describe the model in a **spec file** and name it when starting the app. Several "
         "`--spec` options (or `CAM_EXPLORER_SPEC=a.py:b.py`) add several models to the "
         "sidebar's model list. Model code is loaded only from the server side, never from "
-        "the browser."
+        "the browser. The torchvision architectures (resnet18, vit_b_16, swin_t, ...) are in "
+        "the list too, with random weights until a checkpoint is loaded."
     )
     st.code(SPEC_EXAMPLE, language="python")
     st.code("streamlit run app.py -- --spec my_spec.py", language="bash")

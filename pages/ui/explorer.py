@@ -429,8 +429,10 @@ def _show_result(model: str, last: dict, colormap: str, weight: float, originals
         + ("predicted class" if target is None else result.class_name(target))
         + (f" · {options}" if options else "")
     )
-    for notice in result.notices:
-        st.info(notice, icon=":material/info:")
+    if result.notices:
+        # One box, not one per sentence: a batch can carry many.
+        notices = list(dict.fromkeys(result.notices))
+        st.info("\n".join(f"- {n}" for n in notices), icon=":material/info:")
 
     # The PNG bytes shown are the bytes downloaded (one PNG, or inside the ZIP).
     if last.get("pngs_for") != (colormap, weight):
@@ -465,9 +467,7 @@ def _show_result(model: str, last: dict, colormap: str, weight: float, originals
                 )
                 if bool(result.empty[name][i]):
                     st.warning(
-                        "This CAM carries no signal (all zero or constant) at this "
-                        "layer for this class.",
-                        icon=":material/warning:",
+                        "No signal: this CAM is all zero or constant.", icon=":material/warning:"
                     )
                 st.download_button(
                     "PNG",
