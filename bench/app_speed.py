@@ -188,6 +188,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["slider", "start"])
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
+    # The machine's state, since both figures depend on it (shared CPUs, other work).
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"# {os.cpu_count()} CPUs, load average {load}")
     if args.only in (None, "start"):
         for key, value in bench_start().items():
             print(f"fresh start   {key:<38} {value:8.1f} s   (target <= 20 s)")
