@@ -112,27 +112,42 @@ def browser():
             chromium.close()
 
 
-def _wait_idle(page) -> None:
-    """The script finished and nothing is still loading."""
+# True once a run is over: the script is idle, nothing is loading or stale (Streamlit keeps the
+# previous run's elements, marked stale, until the new run replaces them), and the overlays
+# are the expected ones. A wait on "not running" alone can pass before a rerun even starts.
+SETTLED = """([images, text]) => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+    if (document.querySelector('[data-testid="stSkeleton"], [data-stale="true"]')) return false;
+    const shown = [...document.querySelectorAll('[data-testid="stImage"]')];
+    return shown.length === images && shown.every(e => e.innerText.includes(text));
+}"""
+
+
+def _settled(page, images: int, caption: str = "") -> None:
+    """Wait until the app settled with ``images`` overlays, each caption containing ``caption``."""
     page.wait_for_selector(IDLE, timeout=WAIT_MS)
-    page.wait_for_function(
-        "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0",
-        timeout=WAIT_MS,
-    )
+    page.wait_for_function(SETTLED, arg=[images, caption], timeout=WAIT_MS)
 
 
 def _overlay_sources(page) -> list[str]:
     return page.eval_on_selector_all('[data-testid="stImage"] img', "els => els.map(e => e.src)")
 
 
+def _shown_layer(page) -> str:
+    """The layer named in the overlays' caption ("layer fusion · gradcam · ...")."""
+    caption = page.locator('[data-testid="stCaptionContainer"]', has_text="layer ").last
+    return caption.inner_text().split(" · ")[0].removeprefix("layer ").strip()
+
+
 def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_path: Path) -> None:
     from cam_core import demo
 
     modalities = list(demo.MODALITIES)
+    count = len(modalities)
     page = browser.new_page(viewport={"width": 1500, "height": 1400}, accept_downloads=True)
     page.goto(server, timeout=WAIT_MS)
-    page.wait_for_selector('[data-testid="stImage"]', timeout=WAIT_MS)
-    _wait_idle(page)
+    _settled(page, count)  # the demo opens with a sample explained
     assert page.locator('[data-testid="stException"]').count() == 0
 
     shots = Path(os.environ.get("CAM_EXPLORER_SCREENSHOT_DIR", ROOT / "results" / "browser"))
@@ -146,44 +161,48 @@ def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_pa
         path.write_bytes((sample / f"{m.name}.png").read_bytes())
         box = page.locator('[data-testid="stFileUploader"]').filter(has_text=m.name).first
         box.locator('input[type="file"]').set_input_files(str(path))
-        # Each upload reruns the script; wait for it before the next.
-        page.get_by_text(path.name).first.wait_for(timeout=WAIT_MS)
-        _wait_idle(page)
-    last = modalities[-1].name
-    page.locator('[data-testid="stImage"]', has_text=f"mine_{last}.png").wait_for(timeout=WAIT_MS)
-    assert page.locator('[data-testid="stImage"]').count() == len(modalities)
+        box.get_by_text(path.name).wait_for(timeout=WAIT_MS)
+    _settled(page, count, "mine_")  # every overlay now comes from the uploads
 
     # Pick a layer: open the tree, filter it, click the first row's selection box.
     page.locator('[data-testid="stExpander"] summary', has_text="Layer").click()
-    page.get_by_label("Filter layers").fill("down2")
-    page.get_by_label("Filter layers").press("Enter")
-    _wait_idle(page)
+    search = page.get_by_label("Filter layers")
+    search.fill("down2")
+    search.press("Enter")
     table = page.locator('[data-testid="stDataFrame"]').first
-    table.wait_for(timeout=WAIT_MS)
-    grid = table.locator("canvas").first.bounding_box()
-    page.mouse.click(grid["x"] + 16, grid["y"] + 35 + 35 // 2)  # header row, then row 0
-    picked = page.locator('[data-testid="stCaptionContainer"]', has_text="layer ").filter(
-        has_text="down2"
+    page.wait_for_function(  # the table lists fewer rows than the model has layers
+        """() => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+            .map(e => e.innerText.match(/^(\\d+) of (\\d+) layers/))
+            .some(m => m && Number(m[1]) < Number(m[2]))""",
+        timeout=WAIT_MS,
     )
-    picked.first.wait_for(timeout=WAIT_MS)
-    _wait_idle(page)
-    layer = picked.first.inner_text().split("`")[1] if "`" in picked.first.inner_text() else None
+    _settled(page, count, "mine_")
+    canvas = table.locator("canvas").first
+    canvas.wait_for(state="visible", timeout=WAIT_MS)
+    grid = canvas.bounding_box()
+    assert grid is not None
+    page.mouse.click(grid["x"] + 16, grid["y"] + 35 + 35 // 2)  # header row, then row 0
+    page.locator('[data-testid="stCaptionContainer"]', has_text="layer ").filter(
+        has_text="down2"
+    ).first.wait_for(timeout=WAIT_MS)
+    _settled(page, count, "mine_")
+    layer = _shown_layer(page)
+    assert "down2" in layer
 
     # Move the image_weight slider: the overlays change (re-blended, no recompute).
     before = _overlay_sources(page)
     thumb = page.get_by_role("slider", name="image_weight")
     thumb.focus()
-    for _ in range(4):
-        thumb.press("ArrowLeft")
+    thumb.press("ArrowLeft")  # one key press, one rerun
     page.wait_for_function(
         "(before) => { const now = [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
         ".map(e => e.src); return now.length && now.join() !== before.join(); }",
         arg=before,
         timeout=WAIT_MS,
     )
-    _wait_idle(page)
+    _settled(page, count, "mine_")
     weight = float(thumb.input_value())
-    assert weight == pytest.approx(0.3)
+    assert weight == pytest.approx(0.45)
 
     # Download everything as one ZIP and check it.
     with page.expect_download(timeout=WAIT_MS) as download:
@@ -197,10 +216,8 @@ def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_pa
             assert f"cams/00_{m.name}.npy" in archive.namelist()
             assert f"originals/00_{m.name}.png" in archive.namelist()
     assert settings["image_weight"] == pytest.approx(weight)
-    assert "down2" in settings["layer"]
-    if layer is not None:
-        assert settings["layer"] == layer
-    assert settings["inputs"][last] == [f"mine_{last}.png"]
+    assert settings["layer"] == layer
+    assert settings["inputs"][modalities[-1].name] == [f"mine_{modalities[-1].name}.png"]
 
     # The app scrolls inside its own container: grow the window to the content, then shoot.
     height = page.evaluate(
@@ -208,6 +225,6 @@ def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_pa
             '[data-testid="stMain"], [data-testid="stAppViewContainer"]'), e => e.scrollHeight))"""
     )
     page.set_viewport_size({"width": 1500, "height": min(int(height) + 120, 4000)})
-    _wait_idle(page)
+    _settled(page, count, "mine_")
     page.screenshot(path=str(shots / "explorer.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0
