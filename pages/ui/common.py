@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from cam_core import CamError, Explainer
+from cam_core import CamError, Explainer, ModelLoadError, sources
 from cam_core.session import Decoded, ModelCaches, ResultCache, decode_input, list_samples
 
 __all__ = [
@@ -40,23 +40,11 @@ MODEL_KEY = "model"
 DEFAULT_UPLOAD_LIMIT_MB = 20
 
 
-def _sources() -> Any | None:
-    """``cam_core.sources`` (spec files, torchvision architectures) when it is installed."""
-    try:
-        from cam_core import sources
-    except ImportError:
-        return None
-    return sources
-
-
 @st.cache_resource(show_spinner=False)
 def _available_models() -> dict[str, Any]:
     """Model name -> its ``ModelSpec`` (or the ``SpecError`` that prevents loading it): the demo,
     spec files named on the command line (``streamlit run app.py -- --spec my_spec.py``) or in
-    ``CAM_EXPLORER_SPEC``, and the torchvision architectures."""
-    sources = _sources()
-    if sources is None:
-        return {DEMO_MODEL: None}
+    ``CAM_EXPLORER_SPEC``, and the torchvision architectures. Read once per server process."""
     paths = sources.spec_paths_from(sys.argv[1:], os.environ)
     return {DEMO_MODEL: None, **sources.available_models(paths)}
 
@@ -74,10 +62,13 @@ def load_model(name: str) -> Explainer:
     Raises:
         CamError: the model's spec or checkpoint cannot be loaded (not cached: retried).
     """
-    spec = _available_models().get(name)
+    models = _available_models()
+    if name not in models:
+        raise ModelLoadError(f"Unknown model {name!r}; this server offers {', '.join(models)}.")
+    spec = models[name]
     if isinstance(spec, CamError):
         raise spec
-    if spec is None or name == DEMO_MODEL:
+    if name == DEMO_MODEL:
         from cam_core import demo
 
         return demo.load_explainer()
