@@ -425,7 +425,8 @@ def _show_result(model: str, last: dict, colormap: str, weight: float, originals
     st.subheader("Overlays", anchor=False)
     options = ", ".join(k for k, v in dict(result.options).items() if v is True)
     st.caption(
-        f"layer `{result.layer}` · {result.method} · target: "
+        (f"layer `{result.layer}`" if result.layer else "whole model (this method has no layer)")
+        + f" · {result.method} · target: "
         + ("predicted class" if target is None else result.class_name(target))
         + (f" · {options}" if options else "")
     )
@@ -493,7 +494,7 @@ def _show_result(model: str, last: dict, colormap: str, weight: float, originals
         lambda: export.result_zip(
             result, colormap=colormap, image_weight=weight, settings=settings, overlays=pngs
         ),
-        file_name=f"cam_{model}_{result.layer}_{result.method}.zip".replace("/", "_"),
+        file_name=f"cam_{model}_{result.layer or 'model'}_{result.method}.zip".replace("/", "_"),
         mime="application/zip",
         key="download_zip",
         on_click="ignore",
