@@ -32,6 +32,7 @@ __all__ = [
     "OutputRule",
     "Tap",
     "describe_output",
+    "input_sources",
     "model_lock",
     "preserved_state",
     "select_logits",
@@ -77,11 +78,13 @@ class BoundModel(nn.Module):
         self.output_rule = output
         self.last_logits: torch.Tensor | None = None
         self.forwards = 0  # forward passes so far: routing hooks count calls per pass
+        self.leaves: dict[str, torch.Tensor] = {}  # the current forward's input tensors
         self.batch = 0  # batch size of the current forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.forwards += 1
         self.batch = n = x.shape[0]
+        self.leaves = {}
         args, kwargs = [], {}
         track = torch.is_grad_enabled()
         for modality in self.modalities:
@@ -94,6 +97,7 @@ class BoundModel(nn.Module):
                 # temporary leaf keeps gradients flowing to every layer, and the .grad it
                 # collects is dropped with it.
                 value = value.detach().requires_grad_(True)
+            self.leaves[modality.name] = value
             if modality.arg:
                 kwargs[modality.arg] = value
             else:
@@ -132,6 +136,8 @@ class BoundModel(nn.Module):
             if isinstance(view, str):
                 raise LayerError(f"layer {label!r} cannot be a CAM target: {view}.")
             record.view = view
+            if record.sources is None:
+                record.sources = input_sources(view.pick(output), self.leaves)
             segment = view.segment_for(segment_of) if segment_of else 0
             if segment is None:
                 # This modality has no tokens here; route another segment so the engine runs,
@@ -159,8 +165,32 @@ class _RouteRecord:
     forward: int = -1  # the forward pass `seen` counts in
     seen: int = 0
     view: OutputView | None = None
+    sources: set[str] | None = None  # modalities whose input reaches the layer (None: unknown)
     segment: int = 0
     missing_segment: bool = False
+
+
+def input_sources(tensor: torch.Tensor, leaves: Mapping[str, torch.Tensor]) -> set[str] | None:
+    """Names of the ``leaves`` (input tensors) that ``tensor`` was computed from.
+
+    Walks the autograd graph back to the inputs; None when there is no graph (no_grad).
+    """
+    if tensor.grad_fn is None:
+        return None
+    names = {id(t): name for name, t in leaves.items()}
+    found: set[str] = set()
+    seen: set[int] = set()
+    stack = [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf tensor
+        if variable is not None and id(variable) in names:
+            found.add(names[id(variable)])
+        stack.extend(child for child, _ in node.next_functions)
+    return found
 
 
 def _expand(tensor: torch.Tensor, n: int, name: str) -> torch.Tensor:

@@ -238,7 +238,7 @@ class Explainer:
                 )  # fmt: skip
                 native = _scale_native(raw)
                 maps = _per_modality({first: [native]}, {first: [raw]}, [], batch)
-                notices = []
+                notices = _scope_notice(layer, record, self.names)
                 if call is None and record.calls > 1:
                     notices.append(_first_call_notice(layer, record.calls))
                 results[layer] = self._result(
@@ -555,6 +555,8 @@ class _Job:
             view = record.view if record is not None else None
             if index == 0 and record is not None:
                 notices += self._route_notices(record)
+                if not info.input_dependent:
+                    notices += _scope_notice(self.label(), record, self.names)
             if index == 0 and view is not None and view.split and not info.input_dependent:
                 # Tokens of several modalities: each modality's CAM from its own tokens.
                 others = self.names[1:] if name == self.names[0] else []
@@ -676,9 +678,12 @@ class _Job:
         if self.module is None:
             yield None
             return
-        label = self.module_name() + (f"@{self.call}" if self.call is not None else "")
-        with bound.routed(self.module, self.call or 0, segment_of, label=label) as record:
+        with bound.routed(self.module, self.call or 0, segment_of, label=self.label()) as record:
             yield record
+
+    def label(self) -> str:
+        """The layer as the user named it (``"encoder@1"``)."""
+        return self.module_name() + (f"@{self.call}" if self.call is not None else "")
 
     def module_name(self) -> str:
         for name, module in self.explainer.model.named_modules():
@@ -741,6 +746,22 @@ def _scale_native(raw: np.ndarray) -> np.ndarray:
     from pytorch_grad_cam.utils.image import scale_cam_image
 
     return scale_cam_image(scale_cam_image(np.maximum(raw, 0)))
+
+
+def _scope_notice(layer: str, record: Any, names: Sequence[str]) -> list[str]:
+    """A notice when the layer sees only some modalities (a branch of one input): its map is
+    then drawn on the others for comparison, not as their own evidence."""
+    sources = record.sources
+    if not sources or (record.view is not None and record.view.split):
+        return []
+    others = [n for n in names if n not in sources]
+    if not others:
+        return []
+    seen = ", ".join(n for n in names if n in sources)
+    return [
+        f"{layer} sees only {seen}: on {', '.join(others)} the same map is drawn for "
+        "comparison, not as evidence found in those inputs."
+    ]
 
 
 def _first_call_notice(name: str, calls: int) -> str:

@@ -545,3 +545,17 @@ def test_sweep_handles_shared_and_split_layers_and_refuses_bad_ones():
     np.testing.assert_allclose(
         both["encoder@1"].cams["left"], shared.explain(pair, "encoder@1").cams["left"], atol=1e-5
     )
+
+
+def test_branch_layer_notice_names_the_only_modality_it_sees(three_net, three_modalities):
+    explainer = Explainer(three_net, three_modalities, device="cpu")
+    inputs = three_input_batch(1)
+    branch = explainer.explain(inputs, "rgb_branch.2")
+    assert any(
+        n.startswith("rgb_branch.2 sees only rgb: on texture, frequency") for n in branch.notices
+    )
+    fused = explainer.explain(inputs, "fuse")
+    assert not any("sees only" in n for n in fused.notices)
+    swept = explainer.sweep(inputs, ["texture_branch", "fuse"])
+    assert any("texture_branch sees only texture" in n for n in swept["texture_branch"].notices)
+    assert not any("sees only" in n for n in swept["fuse"].notices)
