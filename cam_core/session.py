@@ -26,6 +26,7 @@ __all__ = [
     "Decoded",
     "ModelCaches",
     "ResultCache",
+    "bytes_digest",
     "cam_key",
     "check_upload_size",
     "content_hash",
@@ -141,18 +142,34 @@ def pair_batches(files: Mapping[str, Sequence[T]], modalities: Sequence[str]) ->
     return {name: list(files[name]) for name in modalities}
 
 
-def check_upload_size(filename: str, size: int, limit_mb: float, *, modality: str) -> None:
+def check_upload_size(
+    filename: str,
+    size: int,
+    limit_mb: float,
+    *,
+    modality: str | None,
+    hint: str = "Downscale or recompress it.",
+) -> None:
     """Refuse a file over the size limit, naming the file, its size and the limit.
 
     The per-widget limit of a file uploader is enforced by the browser only, and the server's
     ``server.maxUploadSize`` may be configured larger than what decoding should accept.
+
+    Args:
+        modality: the modality the file was uploaded for (``None`` for a checkpoint).
+        hint: what to do about it, appended to the message.
     """
     if size > limit_mb * 1024 * 1024:
         raise InputError(
             f"{filename} is {size / 1024 / 1024:.1f} MB; the limit is {limit_mb:g} MB per file. "
-            "Downscale or recompress it.",
+            + hint,
             modality=modality,
         )
+
+
+def bytes_digest(data: bytes | memoryview) -> str:
+    """Hex digest of raw bytes (an uploaded checkpoint): equal files give equal keys."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def top_k(

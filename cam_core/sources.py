@@ -159,9 +159,15 @@ class ModelSpec:
         self, device: str = "auto", checkpoint: CheckpointSource | None = None
     ) -> Explainer:
         """An :class:`~cam_core.Explainer` on a freshly built model (see :meth:`load_model`)."""
+        model, _ = self.load_model(checkpoint)
+        return self.explainer_for(model, device=device)
+
+    def explainer_for(self, model: nn.Module, device: str = "auto") -> Explainer:
+        """An :class:`~cam_core.Explainer` on ``model`` (from :meth:`load_model`, whose
+        :class:`~cam_core.checkpoint.CheckpointReport` the caller keeps) with this spec's
+        modalities, output rule, classes and default layer."""
         from .explainer import Explainer
 
-        model, _ = self.load_model(checkpoint)
         return Explainer(
             model,
             list(self.modalities),

@@ -299,3 +299,153 @@ def test_stopping_mid_compute_leaves_no_hooks() -> None:
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
         assert not module._backward_hooks
+
+
+# ---------------------------------------------------------------------------- checkpoint upload
+class _WritesAFile:
+    """A pickle payload: unpickling it calls open(path, "w"), which creates the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def saved(obj: object) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def checkpoint_uploader(at: AppTest, model: str = "demo"):
+    return at.file_uploader(key=f"checkpoint_upload:{model}")
+
+
+def shown_probabilities(at: AppTest, model: str = "demo") -> np.ndarray:
+    return np.asarray(at.session_state[f"last:{model}"]["result"].probabilities)
+
+
+def reseeded_demo_weights(seed: int) -> dict:
+    """A state_dict for the demo architecture that differs from the bundled weights."""
+    import torch
+
+    from cam_core import sources
+
+    model = sources.demo_spec().build_model()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
+    return model.state_dict()
+
+
+def reference_probabilities(spec, checkpoint: bytes | None, images: dict) -> np.ndarray:
+    """Probabilities computed without the app: a fresh explainer from the spec."""
+    explainer = spec.build_explainer(checkpoint=checkpoint)
+    return explainer.explain(images, explainer.default_layer).probabilities
+
+
+def test_checkpoint_upload_replaces_random_weights_and_their_notice(app: AppTest) -> None:
+    import torch
+    import torchvision
+
+    from cam_core import sources
+
+    app.selectbox(key="model").set_value("resnet18").run()
+    image = png_bytes((64, 64), seed=5)
+    app.file_uploader(key="upload:resnet18:rgb").set_value(("cat.png", image, "image/png")).run()
+    assert not app.exception and not app.error
+    assert any(sources.RANDOM_WEIGHTS_NOTICE in w.value for w in app.warning)
+    random_probabilities = shown_probabilities(app, "resnet18")
+
+    # Fine-tuned on 5 classes, saved from DataParallel inside a training checkpoint.
+    torch.manual_seed(0)
+    trained = torchvision.models.resnet18(num_classes=5)
+    state = {f"module.{k}": v for k, v in trained.state_dict().items()}
+    data = saved({"model": state, "epoch": 7})
+    checkpoint_uploader(app, "resnet18").set_value(("finetuned.pth", data, "")).run()
+    assert not app.exception and not app.error
+    assert not any(sources.RANDOM_WEIGHTS_NOTICE in w.value for w in app.warning)
+    (loaded,) = [s.value for s in app.success]
+    assert "finetuned.pth" in loaded and "'model'" in loaded and "'module.'" in loaded
+    assert str(len(trained.state_dict())) in loaded
+    probabilities = shown_probabilities(app, "resnet18")
+    expected = reference_probabilities(sources.torchvision_spec("resnet18"), data, {"rgb": [image]})
+    assert probabilities.shape == (1, 5) != random_probabilities.shape
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+def test_refused_checkpoints_keep_the_previous_one_and_a_good_one_loads(
+    app: AppTest, tmp_path: Path
+) -> None:
+    from cam_core import sources
+
+    spec = sources.demo_spec()
+    upload_all(app, count=1, seed=2)
+    app.run()
+    images = {m.name: [f.getvalue() for f in uploader(app, m.name).value] for m in modalities(app)}
+    base = shown_probabilities(app)
+    np.testing.assert_allclose(base, reference_probabilities(spec, None, images), atol=1e-5)
+
+    good = saved(reseeded_demo_weights(seed=1))
+    checkpoint_uploader(app).set_value(("good.pt", good, "")).run()
+    assert not app.exception and not app.error
+    expected = reference_probabilities(spec, good, images)
+    np.testing.assert_allclose(shown_probabilities(app), expected, atol=1e-5)
+    assert not np.allclose(expected, base)
+    shown = [image.value for image in app.image]
+
+    # A pickle that would create a file: refused before it runs; good.pt stays in use.
+    target = tmp_path / "pwned.txt"
+    checkpoint_uploader(app).set_value(("evil.pt", saved({"w": _WritesAFile(target)}), "")).run()
+    assert not app.exception
+    assert not target.exists()
+    (error,) = app.error
+    assert "evil.pt" in error.value and "state_dict" in error.value
+    assert any("Still using the checkpoint **good.pt**" in c.value for c in app.caption)
+    np.testing.assert_allclose(shown_probabilities(app), expected, atol=1e-5)
+    assert [image.value for image in app.image] == shown
+    for m in modalities(app):
+        assert uploader(app, m.name).value  # the other inputs are kept
+
+    # Wrong keys: every problem key is named.
+    wrong = reseeded_demo_weights(seed=1)
+    missing = next(iter(wrong))
+    wrong["extra.weight"] = wrong.pop(missing)
+    checkpoint_uploader(app).set_value(("wrong.pt", saved(wrong), "")).run()
+    assert not app.exception
+    (error,) = app.error
+    assert missing in error.value and "extra.weight" in error.value
+    np.testing.assert_allclose(shown_probabilities(app), expected, atol=1e-5)
+
+    # Another good one loads; removing it goes back to the base model.
+    other = saved(reseeded_demo_weights(seed=2))
+    checkpoint_uploader(app).set_value(("other.pt", other, "")).run()
+    assert not app.exception and not app.error
+    np.testing.assert_allclose(
+        shown_probabilities(app), reference_probabilities(spec, other, images), atol=1e-5
+    )
+    checkpoint_uploader(app).set_value(None).run()
+    assert not app.exception and not app.error and not app.success
+    np.testing.assert_allclose(shown_probabilities(app), base, atol=1e-5)
+
+
+def test_checkpoint_over_the_limit_is_refused_with_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pages.ui import common
+
+    # Before the first run: the widget's (browser-side) limit is part of its identity.
+    monkeypatch.setattr(common, "CHECKPOINT_LIMIT_MB", 0.5)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    shown = [image.value for image in app.image]
+    big = saved(reseeded_demo_weights(seed=1)) + b"\0" * (1024 * 1024)
+    checkpoint_uploader(app).set_value(("big.pt", big, "")).run()
+    assert not app.exception
+    (error,) = app.error
+    assert "big.pt" in error.value and "limit is 0.5 MB" in error.value
+    assert [image.value for image in app.image] == shown

@@ -14,6 +14,7 @@ from cam_core.errors import InputError
 from cam_core.session import (
     ModelCaches,
     ResultCache,
+    bytes_digest,
     cam_key,
     check_upload_size,
     content_hash,
@@ -47,6 +48,20 @@ def test_upload_over_the_limit_states_the_limit() -> None:
     with pytest.raises(InputError, match=r"big\.png is 2\.0 MB; the limit is 1 MB") as info:
         check_upload_size("big.png", 2 * 1024 * 1024, 1, modality="rgb")
     assert info.value.modality == "rgb"
+
+
+def test_upload_size_check_of_a_checkpoint_gives_its_own_hint() -> None:
+    with pytest.raises(InputError, match=r"w\.pt is 3\.0 MB; the limit is 2 MB.*half") as info:
+        check_upload_size("w.pt", 3 * 1024 * 1024, 2, modality=None, hint="Save it in half.")
+    assert info.value.modality is None
+    assert "Downscale" not in str(info.value)
+
+
+def test_bytes_digest_depends_on_content_only() -> None:
+    data = b"\x80\x02checkpoint bytes"
+    assert bytes_digest(data) == bytes_digest(bytearray(data)) == bytes_digest(memoryview(data))
+    assert bytes_digest(data) != bytes_digest(data + b"\0")
+    assert len(bytes_digest(data)) == 32
 
 
 def test_content_hash_depends_on_pixels_shape_and_dtype() -> None:

@@ -57,7 +57,10 @@ def render() -> None:
         "`--spec` options (or `CAM_EXPLORER_SPEC=a.py:b.py`) add several models to the "
         "sidebar's model list. Model code is loaded only from the server side, never from "
         "the browser. The torchvision architectures (resnet18, vit_b_16, swin_t, ...) are in "
-        "the list too, with random weights until a checkpoint is loaded."
+        "the list too, with random weights until a checkpoint is loaded: upload a state_dict "
+        "(`torch.save(model.state_dict(), 'weights.pt')`) under the sidebar's model list, or "
+        "name one with `CHECKPOINT` in a spec file. Whole pickled models are refused, since "
+        "loading them could run code."
     )
     st.code(SPEC_EXAMPLE, language="python")
     st.code("streamlit run app.py -- --spec my_spec.py", language="bash")

@@ -2,24 +2,40 @@
 
 Streamlit specifics only; the logic lives in ``cam_core`` (``cam_core.session``,
 ``cam_core.export``). The loaded model and its lock are one ``st.cache_resource`` per model
-name, shared by every browser session.
+name, shared by every browser session; a model with an uploaded checkpoint is one more, per
+(model name, checkpoint content), and each session keeps the last one it loaded successfully.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from cam_core import CamError, Explainer, ModelLoadError, sources
-from cam_core.session import Decoded, ModelCaches, ResultCache, decode_input, list_samples
+from cam_core.checkpoint import CheckpointReport
+from cam_core.session import (
+    Decoded,
+    ModelCaches,
+    ResultCache,
+    bytes_digest,
+    check_upload_size,
+    decode_input,
+    list_samples,
+)
 
 __all__ = [
     "DEMO_MODEL",
     "MODEL_KEY",
+    "Checkpointed",
+    "checkpoint_uploader",
+    "checkpointed",
+    "load_checkpointed",
     "current_explainer",
     "current_model",
     "layer_tree",
@@ -38,6 +54,17 @@ MODEL_KEY = "model"
 #: Per-file limit re-checked in code: `server.maxUploadSize` (config.toml) is enforced by the
 #: server for the whole request and a widget's own limit only by the browser.
 DEFAULT_UPLOAD_LIMIT_MB = 20
+#: Per-checkpoint limit, re-checked in code the same way: vgg16's float32 state_dict (528 MB),
+#: the largest offered architecture, fits. config.toml's `server.maxUploadSize` is raised to
+#: match; image uploads keep their own 20 MB limit.
+CHECKPOINT_LIMIT_MB = 600
+CHECKPOINT_TYPES = ["pt", "pth", "ckpt", "bin"]
+CHECKPOINT_HELP = (
+    "Weights for this model's architecture, saved with "
+    "`torch.save(model.state_dict(), 'weights.pt')` (a dict nested under `state_dict` or "
+    "`model`, and a `module.` prefix, are fine). Whole pickled models are refused: they could "
+    "run code. Nothing else about the model changes; remove the file to go back."
+)
 
 
 @st.cache_resource(show_spinner=False)
@@ -62,12 +89,7 @@ def load_model(name: str) -> Explainer:
     Raises:
         CamError: the model's spec or checkpoint cannot be loaded (not cached: retried).
     """
-    models = _available_models()
-    if name not in models:
-        raise ModelLoadError(f"Unknown model {name!r}; this server offers {', '.join(models)}.")
-    spec = models[name]
-    if isinstance(spec, CamError):
-        raise spec
+    spec = _spec(name)
     if name == DEMO_MODEL:
         from cam_core import demo
 
@@ -75,11 +97,128 @@ def load_model(name: str) -> Explainer:
     return spec.build_explainer()
 
 
+def _spec(name: str) -> sources.ModelSpec:
+    models = _available_models()
+    if name not in models:
+        raise ModelLoadError(f"Unknown model {name!r}; this server offers {', '.join(models)}.")
+    spec = models[name]
+    if isinstance(spec, CamError):
+        raise spec
+    return spec
+
+
+@dataclass(frozen=True)
+class Checkpointed:
+    """A model with an uploaded checkpoint, as one session uses it."""
+
+    file_id: str
+    file_name: str
+    explainer: Explainer
+    report: CheckpointReport
+
+
+# Few entries: each holds a whole model (vgg16: 528 MB). A session keeps its own model alive
+# (see `checkpoint_uploader`) after an eviction, so eviction never swaps a session's weights.
+@st.cache_resource(show_spinner="Loading the checkpoint…", max_entries=4)
+def load_checkpointed(name: str, digest: str, _source: Any) -> tuple[Explainer, CheckpointReport]:
+    """A fresh Explainer of model ``name`` with the checkpoint ``_source`` (bytes or a binary
+    file) loaded, shared by all sessions; ``digest`` (its :func:`bytes_digest`) keys the cache.
+
+    Raises:
+        CamError: the checkpoint was refused (see ``cam_core.load_checkpoint``; not cached).
+    """
+    spec = _spec(name)
+    model, report = spec.load_model(_source)
+    return spec.explainer_for(model), report
+
+
+def _checkpoint_key(name: str) -> str:
+    return f"checkpoint:{name}"
+
+
+def checkpointed(name: str) -> Checkpointed | None:
+    """The checkpoint this session loaded for model ``name``, if any."""
+    return st.session_state.get(_checkpoint_key(name))
+
+
+def checkpoint_uploader(name: str) -> None:
+    """Sidebar uploader of a state_dict for model ``name``.
+
+    A good file makes this session use a fresh model with those weights; a refused one shows
+    why, and the model in use (base weights or the last good checkpoint) stays. Removing the
+    file goes back to the base model.
+    """
+    sidebar = st.sidebar
+    limit = upload_limit_mb(CHECKPOINT_LIMIT_MB)
+    upload = sidebar.file_uploader(
+        "Checkpoint (.pt/.pth state_dict)",
+        type=CHECKPOINT_TYPES,
+        key=f"checkpoint_upload:{name}",
+        help=CHECKPOINT_HELP,
+        max_upload_size=max(1, math.ceil(limit)),  # the browser's check; ours is below
+    )
+    state_key, failed_key = _checkpoint_key(name), f"checkpoint_failed:{name}"
+    # Another model's uploader is gone (Streamlit drops unrendered widgets): so is its model.
+    for key in [
+        k for k in st.session_state if str(k).startswith(("checkpoint:", "checkpoint_failed:"))
+    ]:
+        if key not in (state_key, failed_key):
+            del st.session_state[key]
+    if upload is None:
+        st.session_state.pop(state_key, None)
+        st.session_state.pop(failed_key, None)
+        return
+    current: Checkpointed | None = st.session_state.get(state_key)
+    failed = st.session_state.get(failed_key)
+    if current is None or current.file_id != upload.file_id:
+        if failed is None or failed[0] != upload.file_id:
+            # A new file: loaded (or refused) once, not on every rerun.
+            failed = None
+            try:
+                check_upload_size(
+                    upload.name,
+                    upload.size,
+                    limit,
+                    modality=None,
+                    hint="Upload the state_dict alone (no optimizer state), or save it in half "
+                    "precision: `{k: v.half() for k, v in model.state_dict().items()}`.",
+                )
+                explainer, report = load_checkpointed(
+                    name, bytes_digest(upload.getbuffer()), upload
+                )
+            except CamError as exc:
+                failed = (upload.file_id, str(exc))
+            else:
+                # The report names this upload, even when another session's file was cached.
+                report = replace(report, source=upload.name)
+                current = Checkpointed(upload.file_id, upload.name, explainer, report)
+                st.session_state[state_key] = current
+        if failed is not None:
+            st.session_state[failed_key] = failed
+            sidebar.error(failed[1], icon=":material/block:")
+            using = f"the checkpoint **{current.file_name}**" if current else "the base weights"
+            sidebar.caption(f"Still using {using}.")
+            return
+    st.session_state.pop(failed_key, None)
+    report = current.report
+    sidebar.success(_report_line(report), icon=":material/check_circle:")
+
+
+def _report_line(report: CheckpointReport) -> str:
+    """One sentence on what a checkpoint load did (tensors, nested key, stripped prefix)."""
+    text = str(report)
+    return text[:1].upper() + text[1:] + "."
+
+
 def model_notice(name: str) -> str | None:
-    """A line to show with the model (e.g. "random weights"), if its spec has one."""
+    """A line to show with the model (e.g. "random weights"), if its spec has one; none once
+    this session loaded a checkpoint for it."""
     spec = _available_models().get(name)
     notice_for = getattr(spec, "notice_for", None)
-    return notice_for() if notice_for is not None else None
+    if notice_for is None:
+        return None
+    loaded = checkpointed(name)
+    return notice_for(loaded.report if loaded is not None else None)
 
 
 @st.cache_resource(show_spinner=False)
@@ -94,9 +233,18 @@ def result_cache(explainer: Explainer) -> ResultCache:
 
 
 @st.cache_resource(show_spinner="Tracing the model's layers…")
-def layer_tree(name: str) -> list:
-    """The model's layer tree (one forward on dummy inputs), computed once per model."""
+def _base_layer_tree(name: str) -> list:
     return load_model(name).layer_tree()
+
+
+def layer_tree(name: str) -> list:
+    """The layer tree of the model this session uses (one forward on dummy inputs), computed
+    once per model: a checkpoint may change output shapes (another number of classes)."""
+    loaded = checkpointed(name)
+    if loaded is not None:
+        with st.spinner("Tracing the model's layers…"):
+            return loaded.explainer.layer_tree()  # the Explainer keeps its own tree
+    return _base_layer_tree(name)
 
 
 def model_picker() -> str:
@@ -104,9 +252,12 @@ def model_picker() -> str:
     names = model_names()
     if st.session_state.get(MODEL_KEY) not in names:
         st.session_state[MODEL_KEY] = names[0]
-    return st.sidebar.selectbox(
+    name = st.sidebar.selectbox(
         "Model", names, key=MODEL_KEY, help="Add your own with `--spec` (see About)."
     )
+    if not isinstance(_available_models().get(name), CamError):
+        checkpoint_uploader(name)
+    return name
 
 
 def current_model() -> str:
@@ -115,8 +266,12 @@ def current_model() -> str:
 
 
 def current_explainer() -> Explainer:
-    """The Explainer of the chosen model (cached); on failure, the error and a stop."""
+    """The Explainer of the chosen model (cached), with this session's checkpoint if one is
+    loaded; on failure, the error and a stop."""
     name = current_model()
+    loaded = checkpointed(name)
+    if loaded is not None:
+        return loaded.explainer
     try:
         return load_model(name)
     except CamError as exc:
@@ -146,7 +301,8 @@ def sample_sets(name: str) -> dict[str, dict[str, Path]]:
     return list_samples(getattr(demo, "SAMPLES_DIR", None), modalities)
 
 
-def upload_limit_mb() -> float:
-    """Per-file upload limit in MB: the server's limit, capped by ours."""
+def upload_limit_mb(cap: float = DEFAULT_UPLOAD_LIMIT_MB) -> float:
+    """Per-file upload limit in MB: the server's limit, capped by ours (images by default,
+    ``CHECKPOINT_LIMIT_MB`` for checkpoints)."""
     server = st.get_option("server.maxUploadSize")
-    return float(min(server, DEFAULT_UPLOAD_LIMIT_MB)) if server else DEFAULT_UPLOAD_LIMIT_MB
+    return float(min(server, cap)) if server else float(cap)

@@ -55,8 +55,11 @@ def render() -> None:
     model = common.current_model()
     explainer = common.current_explainer()
     st.title("CAM Explorer")
+    loaded = common.checkpointed(model)
     st.caption(
-        f"Model **{model}** · inputs: "
+        f"Model **{model}**"
+        + (f" (checkpoint `{loaded.file_name}`)" if loaded else "")
+        + " · inputs: "
         + ", ".join(f"`{m.name}`" for m in explainer.modalities)
         + " · where does the model look, per modality, layer, method and class?"
     )
