@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -34,8 +32,9 @@ import numpy as np
 
 ROOT = Path(__file__).absolute().parents[1]
 SPEC = Path(__file__).absolute().with_name("spec_256.py")
-CHROMIUM = Path("/usr/bin/chromium")
 sys.path.insert(0, str(ROOT))
+
+from tests.app_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 
 
 def _png(size: int, channels: int, seed: int) -> bytes:
@@ -112,63 +111,15 @@ def bench_start() -> dict[str, float]:
         return _start_apptest()
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:
-            if "URL:" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        if not ready.wait(120) or proc.poll() is not None:
-            raise RuntimeError("streamlit run did not start")
+    with streamlit_server(120) as url, sync_playwright() as p:
         served = time.perf_counter() - start
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                ],
-            )
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
-            page.wait_for_selector('[data-testid="stImage"] img', timeout=120_000)
-            shown = time.perf_counter() - start
-            browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(url, timeout=120_000)
+        page.wait_for_selector('[data-testid="stImage"] img', timeout=120_000)
+        shown = time.perf_counter() - start
+        browser.close()
     return {"server_listening_s": served, "first_overlay_s": shown}
 
 

@@ -11,10 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,75 +18,20 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.app_server import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
+
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).absolute().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 START_TIMEOUT_S = 120
 WAIT_MS = 180_000  # two CPU cores shared with other test runs: be generous, never sleep
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """`streamlit run app.py` on a free port; its URL once it serves. Always stopped."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    ready = threading.Event()
-    log: list[str] = []
-
-    def read() -> None:
-        # Streamlit prints the URL once its server listens; the event replaces any polling.
-        for line in proc.stdout:
-            log.append(line)
-            if "URL:" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        if not ready.wait(START_TIMEOUT_S) or proc.poll() is not None:
-            pytest.fail("streamlit run did not start:\n" + "".join(log[-40:]))
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+    with streamlit_server(START_TIMEOUT_S) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
