@@ -108,10 +108,15 @@ def _sample(rng: np.random.Generator, label: int, size: int) -> tuple[np.ndarray
 
     image = scene + base_sigma * noise
     if label == 1:  # spliced: same content, much noisier
-        image[region] = (scene + splice_sigma * patch_noise)[region]
+        edited = scene + splice_sigma * patch_noise
     elif label == 2:  # retouched: blurred and nearly noise-free
-        smooth = cv2.GaussianBlur(scene, (0, 0), blur_sigma) + 0.15 * base_sigma * patch_noise
-        image[region] = smooth[region]
+        edited = cv2.GaussianBlur(scene, (0, 0), blur_sigma) + 0.15 * base_sigma * patch_noise
+    if label != 0:
+        # The edit fades in over the region's outer 3 px, as a feathered brush would: a hard
+        # seam would make the rim, not the region, the strongest evidence. Nothing outside the
+        # mask changes.
+        alpha = np.clip(cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3) / 3.0, 0, 1)
+        image = image + alpha[..., None] * (edited - image)
     mask = region if label != 0 else np.zeros_like(region)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
 
