@@ -189,16 +189,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the spectrum heatmap falls inside the scene's edited region "
         f"{pointing_game(cams, masks):.0%} of the time (inside another sample's region: "
         f"{pointing_game(cams, masks[other]):.0%}). A pixel of the spectrum is a frequency, not "
-        "a place, so this is no localization score and the app does not present it as one. "
+        "a place, so this is no localization score. "
         f"What the heatmap does say: its share above {cutoff:.2f} cycle/pixel (the outer half of "
         "the spectrum: the finest detail, and the noise) is "
         + ", ".join(f"{v:.0%} for {c}" for c, v in outer.items())
-        + ". At the scene layers of the table, the frequency heatmap is the scene's map "
-        "stretched over the spectrum and means nothing; the app says so."
+        + ". Only layers of the frequency branch give a map of frequencies: at the scene layers "
+        "of the table, the frequency heatmap is the scene's map resized onto the spectrum and "
+        "means nothing."
     )
     say()
     say(
-        f"Measured with torch {torch.__version__}, {args.threads} CPU threads, "
+        f"Measured with torch {torch.__version__}, torch threads: {args.threads}, "
         f"{os.cpu_count()} cores visible; load average {os.getloadavg()[0]:.1f} at the end."
     )
     if args.out is not None:
