@@ -61,7 +61,8 @@ class CrossAttentionFusion(nn.Module):
     RGB) and to every frequency token (a spectrum has no "where").  Without that limit,
     attention copies the evidence of the edited region into every token: the class is still
     right, but no heatmap after the fusion can say where the edit is (a 3 x 3 neighbourhood was
-    tried too: heatmaps spread over, and drifted to, the neighbours attention preferred).  The
+    tried too, with average pooling: heatmaps spread over, and drifted to, the neighbours
+    attention preferred).  The
     texture token of the place is also added to the RGB token directly, so local evidence never
     has to win attention weight from 64 spectrum tokens to reach the head.
     """
