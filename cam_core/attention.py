@@ -70,31 +70,21 @@ class AttentionResult:
         ``head=None`` averages the heads.  Keys that mix modalities are keyed ``"tokens"``.
         """
         index = self.query_index(query, query_modality)
-        row = self.weights[sample, :, index] if head is None else self.weights[sample, head, index]
-        if head is None:
-            row = row.mean(axis=0)
+        weights = self.weights[sample, :, index]
+        row = weights.mean(axis=0) if head is None else weights[head]
         maps = {}
         for seg in self.key_segments:
             part = row[seg.start : seg.start + seg.height * seg.width]
             maps[seg.modality or "tokens"] = part.reshape(seg.height, seg.width).astype(np.float32)
         return maps
 
-    def key_heatmaps(
-        self,
-        query: int | tuple[int, int],
-        *,
-        sample: int = 0,
-        head: int | None = None,
-        query_modality: str | None = None,
-    ) -> dict[str, np.ndarray]:
-        """``{modality: float32 (H, W) in [0, 1]}``: :meth:`key_maps` at each modality's size,
-        min-max scaled like a CAM, ready for :func:`cam_core.overlay.blend`."""
+    def key_heatmaps(self, query: int | tuple[int, int], **where: Any) -> dict[str, np.ndarray]:
+        """``{modality: float32 (H, W) in [0, 1]}``: :meth:`key_maps` (same keywords) at each
+        modality's size, min-max scaled like a CAM, ready for :func:`cam_core.overlay.blend`."""
         import cv2
 
         heatmaps = {}
-        for name, grid in self.key_maps(
-            query, sample=sample, head=head, query_modality=query_modality
-        ).items():
+        for name, grid in self.key_maps(query, **where).items():
             targets = [name] if name in self.display else list(self.display)
             for target in targets:
                 height, width = self.display[target].shape[1:3]
