@@ -8,6 +8,7 @@ Importing this package does not import streamlit (the UI lives in ``app.py`` and
 
 from __future__ import annotations
 
+from . import metrics
 from .attention import AttentionResult
 from .checkpoint import load_checkpoint
 from .errors import (
@@ -51,6 +52,7 @@ __all__ = [
     "load_checkpoint",
     "load_image",
     "load_spec",
+    "metrics",
     "overlay",
     "torchvision_spec",
 ]
