@@ -3,6 +3,7 @@ tests and ``bench/app_speed.py``."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).absolute().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's Chromium (scripts/test.sh installs it when missing); CAM_EXPLORER_CHROMIUM picks another.
+CHROMIUM = Path(os.environ.get("CAM_EXPLORER_CHROMIUM", "/usr/bin/chromium"))
 # No sandbox as root; no background traffic (the network is closed, Chromium retries forever).
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -1,7 +1,7 @@
 """The app in a real browser: Debian's Chromium (Playwright) against `streamlit run`.
 
 Waits on Streamlit's own signals (script state, images, skeletons), never on sleeps. Needs
-/usr/bin/chromium (`.ci/run` installs it); without it the test fails, unless
+/usr/bin/chromium (`scripts/test.sh` installs it); without it the test fails, unless
 CAM_EXPLORER_SKIP_BROWSER=1. The screenshot lands in results/browser/ (or
 $CAM_EXPLORER_SCREENSHOT_DIR).
 """
@@ -38,10 +38,10 @@ def server() -> Iterator[str]:
 def browser():
     if not CHROMIUM.exists():
         if os.environ.get("CAM_EXPLORER_SKIP_BROWSER") == "1":
-            pytest.skip("CAM_EXPLORER_SKIP_BROWSER=1 and /usr/bin/chromium is missing")
+            pytest.skip(f"CAM_EXPLORER_SKIP_BROWSER=1 and {CHROMIUM} is missing")
         pytest.fail(
-            f"{CHROMIUM} is missing: install Debian's Chromium (`apt-get install -y chromium`, "
-            "as .ci/run does), or set CAM_EXPLORER_SKIP_BROWSER=1 to skip the browser tests."
+            f"{CHROMIUM} is missing: install Debian's Chromium (`apt-get install -y chromium`, as "
+            "scripts/test.sh does), or set CAM_EXPLORER_SKIP_BROWSER=1 to skip the browser tests."
         )
     from playwright.sync_api import sync_playwright
 
