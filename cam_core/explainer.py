@@ -273,6 +273,79 @@ class Explainer:
             weights, queries, keys = read_attention(module, call or 0, run, batch.tensors)
         return AttentionResult(weights, queries, keys, batch.display, layer)
 
+    # -- which map to trust (cam_core.faithfulness, cam_core.metrics) --------------------------
+
+    def compare(
+        self,
+        inputs: Mapping[str, Any] | Batch,
+        layers: Sequence[str],
+        methods: Sequence[str],
+        target: Target | Sequence[Target] = None,
+        *,
+        progress: Progress | None = None,
+    ) -> dict[tuple[str, str], CamResult]:
+        """A grid of CAMs, ``{(layer, method): CamResult}``, equal to one :meth:`explain` each.
+
+        Each method runs once for all layers through :meth:`sweep` (one forward and backward
+        for a gradient method); a method without a layer (FullGrad) runs once and fills its
+        whole column.  ``progress(done, total)`` is called after each method.
+        """
+        batch = self.prepare(inputs)
+        layers, methods = list(dict.fromkeys(layers)), list(dict.fromkeys(methods))
+        if not layers or not methods:
+            raise InputError("compare() needs at least one layer and one method.")
+        grid: dict[tuple[str, str], CamResult] = {}
+        for done, method in enumerate(methods, start=1):
+            if get_method(method).uses_layer:
+                column = self.sweep(batch, layers, method, target)
+            else:
+                column = dict.fromkeys(layers, self.explain(batch, None, method, target))
+            grid.update({(layer, method): column[layer] for layer in layers})
+            if progress is not None:
+                progress(done, len(methods))
+        return grid
+
+    def faithfulness(
+        self,
+        inputs: Mapping[str, Any] | Batch,
+        cams: Mapping[str, np.ndarray] | CamResult,
+        target: Target | Sequence[Target] = None,
+        metric: str = "deletion",
+        steps: int = 20,
+        *,
+        batch_size: int = 64,
+        progress: Progress | None = None,
+    ) -> dict[str, np.ndarray]:
+        """How faithful each map is to the model: ``{modality: float32 (N,)}``.
+
+        ``cams`` is ``{modality: (N, H, W)}`` (or a :class:`CamResult`, whose explained classes
+        are then the default target).  ``metric``: ``"deletion"`` (area under the target
+        probability as the most relevant pixels are replaced by the modality's baseline, in
+        ``[0, 1]``, lower is better), ``"insertion"`` (higher is better), or grad-cam's
+        ``"road"`` / ``"confidence-drop"`` — see :mod:`cam_core.faithfulness`.  No gradients;
+        forwards of up to ``batch_size`` images.
+        """
+        from .faithfulness import evaluate
+
+        if isinstance(cams, CamResult):
+            target = cams.targets if target is None else target
+            cams = cams.cams
+        batch = self.prepare(inputs)
+        targets = self._check_targets(target, batch.size)
+        with self._guarded(), torch.no_grad():
+            self.model.eval()
+            first = self.names[0]
+            logits = self._bound(batch, first)(batch.tensors[first])
+            resolved = _resolve(targets, logits)
+
+            def bind(tensors: Mapping[str, torch.Tensor], explained: str) -> BoundModel:
+                return self._bound(Batch(dict(tensors), {}), explained)
+
+            return evaluate(
+                bind, self.modalities, batch, cams, resolved, metric, steps,
+                batch_size=batch_size, progress=progress,
+            )  # fmt: skip
+
     # -- internals --------------------------------------------------------------------------------
 
     @contextmanager
