@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``python -m cam_core``."""
     parser = argparse.ArgumentParser(
-        prog="python -m cam_core",
+        # The console script `cam-core` (pyproject.toml) is the same program.
+        prog="cam-core" if Path(sys.argv[0]).name == "cam-core" else "python -m cam_core",
         description="Grad-CAM heatmaps for your own (multi-input) PyTorch model.",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
