@@ -43,7 +43,7 @@ def main() -> None:
         grid = explainer.compare(inputs, LAYERS, METHODS)
         grid_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        cells = {(l, m): explainer.explain(inputs, l, m) for m in METHODS for l in LAYERS}
+        cells = {(ly, m): explainer.explain(inputs, ly, m) for m in METHODS for ly in LAYERS}
         cells_s.append(time.perf_counter() - start)
         start = time.perf_counter()
         for method in METHODS:

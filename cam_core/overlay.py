@@ -19,7 +19,7 @@ import numpy as np
 from .errors import InputError
 from .images import _as_numpy, _display_pixels
 
-__all__ = ["COLORMAPS", "blend", "colorize", "overlay", "to_png"]
+__all__ = ["COLORMAPS", "blend", "colorbar", "colorize", "overlay", "to_png"]
 
 #: OpenCV colormaps by lower-case name ("jet", "turbo", "viridis", ...) -> ``cv2.COLORMAP_*``.
 COLORMAPS: dict[str, int] = {
@@ -122,6 +122,45 @@ def colorize(cam: Any, colormap: str | int = "jet") -> np.ndarray:
     return out if batched else out[0]
 
 
+def colorbar(
+    colormap: str | int = "jet",
+    low: float = 0.0,
+    high: float = 1.0,
+    *,
+    width: int = 256,
+    height: int = 14,
+    ticks: int = 5,
+) -> np.ndarray:
+    """A horizontal colorbar of ``colormap`` from ``low`` (left) to ``high``: uint8 RGB.
+
+    The bar is ``(height, width)`` with the colors :func:`colorize` gives values ``0 .. 1``;
+    below it, on white, ``ticks`` evenly spaced labels of the values ``low .. high`` (none when
+    ``ticks`` is 0).  Returns ``(height, width, 3)`` without labels, else a little taller.
+    """
+    code = _colormap_code(colormap)
+    if width < 16 or height < 1:
+        raise InputError(f"colorbar needs width >= 16 and height >= 1, got {width}x{height}.")
+    ramp = np.linspace(0.0, 1.0, width, dtype=np.float32)
+    bar = np.take(_color_table(code), (np.float32(255) * ramp).astype(np.uint8), axis=0)
+    bar = np.repeat(bar[None], height, axis=0)
+    if ticks <= 0:
+        return bar
+    font, scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1
+    label_h = cv2.getTextSize("0", font, scale, thickness)[0][1] + 8
+    out = np.full((height + label_h, width, 3), 255, np.uint8)
+    out[:height] = bar
+    for i in range(ticks):
+        fraction = i / max(ticks - 1, 1)
+        x = int(round(fraction * (width - 1)))
+        out[height : height + 3, x] = 0  # tick mark
+        text = _tick_label(low + fraction * (high - low))
+        text_w = cv2.getTextSize(text, font, scale, thickness)[0][0]
+        left = int(np.clip(x - text_w / 2, 0, width - text_w))
+        cv2.putText(out, text, (left, height + label_h - 2), font, scale, (0, 0, 0), thickness,
+                    cv2.LINE_AA)  # fmt: skip
+    return out
+
+
 def to_png(image: Any) -> bytes:
     """PNG bytes of one ``uint8`` image: RGB ``(H, W, 3)``, RGBA ``(H, W, 4)`` or gray ``(H, W)``
     / ``(H, W, 1)``."""
@@ -182,6 +221,13 @@ def _colormap_code(colormap: str | int) -> int:
     ):
         return int(colormap)
     raise InputError(f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}.")
+
+
+def _tick_label(value: float) -> str:
+    """Short label: 3 significant digits, scientific notation for very large or small values."""
+    if value == 0 or 1e-2 <= abs(value) < 1e4:
+        return f"{value:.3g}"
+    return f"{value:.1e}"
 
 
 def _check_weight(image_weight: Any) -> float:
