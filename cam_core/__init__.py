@@ -28,6 +28,7 @@ from .methods import MethodInfo
 from .modality import Batch, Modality
 from .overlay import COLORMAPS, overlay
 from .result import CamResult
+from .rollout import RolloutResult
 from .sources import ModelSpec, available_models, load_spec, torchvision_spec
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "ModelLoadError",
     "ModelSpec",
     "ResourceError",
+    "RolloutResult",
     "SpecError",
     "TargetError",
     "available_models",

@@ -18,12 +18,18 @@ import torch
 from torch import nn
 
 from .adapter import BoundModel, OutputRule, Tap, model_lock, preserved_state
-from .attention import AttentionResult, read_attention
+from .attention import AttentionResult, attention_kind, read_attention
 from .errors import CamError, InputError, LayerError, MethodError, ResourceError, TargetError
 from .layers import LayerInfo, OutputView, analyze_output, parse_layer, resolve_module
 from .methods import METHODS, MethodInfo, get_method
 from .modality import Batch, Modality, prepare_inputs
 from .result import CamResult
+from .rollout import (
+    RolloutResult,
+    check_rollout_options,
+    record_self_attention,
+    rollout_result,
+)
 
 __all__ = ["Explainer"]
 
@@ -252,26 +258,71 @@ class Explainer:
         return results
 
     def attention(self, inputs: Mapping[str, Any] | Batch, layer: str) -> AttentionResult:
-        """Raw attention weights ``(N, heads, Lq, Lk)`` of an ``nn.MultiheadAttention`` layer.
+        """Raw attention weights ``(N, heads, Lq, Lk)`` of one attention layer (see
+        :meth:`attention_layers`): ``nn.MultiheadAttention``, timm ``Attention`` or Hugging Face
+        attention.
 
         The result maps a query position to per-modality key heatmaps
         (:meth:`AttentionResult.key_heatmaps`); which tokens belong to which modality is found
-        by perturbing one input at a time (a few extra forward passes, no gradients).
+        by perturbing one input at a time (a few extra forward passes, no gradients).  The
+        model's outputs are unchanged.
         """
         batch = self.prepare(inputs)
         module_path, call = parse_layer(layer)
         module = resolve_module(self.model, module_path)
-        first = self.names[0]
-
-        def run(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            return BoundModel(
-                self.model, self.modalities, tensors, first, self.output, self.device
-            )(tensors[first])
-
         with self._guarded(), torch.no_grad():
             self.model.eval()
-            weights, queries, keys = read_attention(module, call or 0, run, batch.tensors)
-        return AttentionResult(weights, queries, keys, batch.display, layer)
+            weights, queries, keys = read_attention(module, call or 0, self._run, batch.tensors)
+        kind = attention_kind(module) or type(module).__name__
+        return AttentionResult(weights, queries, keys, batch.display, layer, kind)
+
+    def attention_layers(self, inputs: Mapping[str, Any] | Batch | None = None) -> list[str]:
+        """Paths of the attention layers whose weights :meth:`attention` can read, in the
+        layer tree's order (one per call of a shared module, as ``"blocks.0.attn@1"``).
+
+        ``inputs`` as for :meth:`layer_tree` (None: zeros of each modality's size).
+        """
+        modules = dict(self.model.named_modules())
+        return [
+            info.path
+            for info in self.layer_tree(inputs)
+            if info.calls and attention_kind(modules[info.module_path]) is not None
+        ]
+
+    def rollout(
+        self,
+        inputs: Mapping[str, Any] | Batch,
+        layers: Sequence[str] | None = None,
+        head_fusion: str = "mean",
+        discard_ratio: float = 0.0,
+    ) -> RolloutResult:
+        """Attention rollout (Abnar & Zuidema 2020) over self-attention layers, see
+        :mod:`cam_core.rollout`.
+
+        Args:
+            inputs: as for :meth:`explain`.
+            layers: self-attention layers to multiply (always in forward order); None = every
+                self-attention layer of :meth:`attention_layers`.
+            head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over the heads.
+            discard_ratio: share of each layer's lowest fused weights set to 0, in [0, 1).
+
+        Returns:
+            A :class:`RolloutResult`: ``.raw`` float32 ``(N, h, w)`` on the patch grid,
+            ``.cams[m]`` float32 ``(N, H, W)`` in [0, 1] at each modality's size.
+        """
+        check_rollout_options(head_fusion, discard_ratio)
+        batch = self.prepare(inputs)
+        paths = list(layers) if layers is not None else self.attention_layers(batch)
+        found = [parse_layer(path) for path in paths]
+        names = list(dict.fromkeys(name for name, _ in found))
+        modules = [resolve_module(self.model, name) for name in names]
+        wanted = None if layers is None else [(names.index(n), c or 0) for n, c in found]
+        with self._guarded(), torch.no_grad():
+            self.model.eval()
+            calls, owners = record_self_attention(modules, wanted, self._run, batch.tensors)
+        label = {(names.index(n), c or 0): path for path, (n, c) in zip(paths, found)}
+        labels = [label[(c.module, c.call)] for c in calls]
+        return rollout_result(calls, owners, batch.display, labels, head_fusion, discard_ratio)
 
     # -- which map to trust (cam_core.faithfulness, cam_core.metrics) --------------------------
 
@@ -382,6 +433,13 @@ class Explainer:
                 "or smaller images, a gradient method instead of ScoreCAM/AblationCAM, or the "
                 "CPU; the model is unchanged and the next request can run."
             ) from None
+
+    def _run(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The model's logits on ``{modality: tensor}`` (the caller holds the lock)."""
+        first = self.names[0]
+        return BoundModel(self.model, self.modalities, tensors, first, self.output, self.device)(
+            tensors[first]
+        )
 
     def _bound(self, batch: Batch, explained: str) -> BoundModel:
         return BoundModel(
