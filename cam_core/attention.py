@@ -234,6 +234,12 @@ HF_RECOMPUTABLE = frozenset(
 )
 
 
+_EAGER_FIX = (
+    "Load the model with attn_implementation='eager' (from_pretrained(..., "
+    "attn_implementation='eager'), or call model.set_attn_implementation('eager'))."
+)
+
+
 def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any = None) -> Any:
     return args[position] if len(args) > position else kwargs.get(name, default)
 
@@ -347,9 +353,8 @@ def _hf_hooks(module: nn.Module, report: Report) -> list[RemovableHandle]:
         if "q" not in seen:
             raise LayerError(
                 f"this {type(module).__name__} runs with attn_implementation="
-                f"{_hf_implementation(module)!r}, which returns no attention weights. Load the "
-                "model with attn_implementation='eager' (from_pretrained(..., "
-                "attn_implementation='eager'), or model.set_attn_implementation('eager'))."
+                f"{_hf_implementation(module)!r}, which returned no attention weights. "
+                f"{_EAGER_FIX}"
             )
         mask = _argument(args, kwargs, 1, "attention_mask")
         weights = _softmax_of(
@@ -369,13 +374,17 @@ def _is_timm_attention(module: nn.Module) -> bool:
     return timm is not None and isinstance(module, timm.Attention)
 
 
+def _is_hf_module(module: nn.Module) -> bool:
+    kind = type(module)
+    return kind.__module__.startswith("transformers.") and kind.__name__.endswith("Attention")
+
+
 def _is_hf_attention(module: nn.Module) -> bool:
     """A Hugging Face attention module whose weights can be read: eager mode, or a ViT-style
     class (recomputed from q and k)."""
-    kind = type(module)
-    if not kind.__module__.startswith("transformers.") or not kind.__name__.endswith("Attention"):
-        return False
-    return kind.__name__ in HF_RECOMPUTABLE or _hf_implementation(module) == "eager"
+    return _is_hf_module(module) and (
+        type(module).__name__ in HF_RECOMPUTABLE or _hf_implementation(module) == "eager"
+    )
 
 
 def attention_kind(module: nn.Module) -> str | None:
@@ -391,6 +400,12 @@ def attention_kind(module: nn.Module) -> str | None:
 
 def _installer(module: nn.Module) -> Installer:
     kind = attention_kind(module)
+    if kind is None and _is_hf_module(module):
+        raise LayerError(
+            f"this {type(module).__name__} runs with attn_implementation="
+            f"{_hf_implementation(module)!r}, which returns no attention weights. "
+            f"{_EAGER_FIX}"
+        )
     if kind is None:
         raise LayerError(
             f"attention maps are read from nn.MultiheadAttention, timm Attention and Hugging Face "
@@ -425,6 +440,10 @@ class AttentionCall:
         return self.query.shape == self.key.shape and bool(torch.equal(self.query, self.key))
 
 
+class _Stop(Exception):
+    """Raised by a hook to end a forward once the call needed has been recorded."""
+
+
 class AttentionRecorder:
     """Hooks on attention modules recording every call, in forward order.
 
@@ -437,6 +456,7 @@ class AttentionRecorder:
         self.installers = [_installer(m) for m in self.modules]
         self.calls: list[AttentionCall] = []
         self._handles: list[RemovableHandle] = []
+        self._stop: tuple[int, int] | None = None
 
     def __enter__(self) -> AttentionRecorder:
         try:
@@ -460,6 +480,25 @@ class AttentionRecorder:
         """Forget the recorded calls (before another forward)."""
         self.calls = []
 
+    def run_until(
+        self,
+        run: Callable[[Mapping[str, torch.Tensor]], Any],
+        tensors: Mapping[str, torch.Tensor],
+        module: int,
+        call: int,
+    ) -> AttentionCall | None:
+        """Record a forward of ``run(tensors)`` up to call ``call`` of module ``module`` and
+        return that call: the rest of the forward is skipped (no output is needed)."""
+        self.reset()
+        self._stop = (module, call)
+        try:
+            run(tensors)
+        except _Stop:
+            pass
+        finally:
+            self._stop = None
+        return self.find(module, call)
+
     def find(self, module: int, call: int) -> AttentionCall | None:
         """Call ``call`` of module ``module``, if it ran."""
         for record in self.calls:
@@ -473,6 +512,8 @@ class AttentionRecorder:
             self.calls.append(
                 AttentionCall(index, call, weights.detach().float(), query.detach(), key.detach())
             )
+            if self._stop == (index, call):
+                raise _Stop
 
         return report
 
@@ -524,9 +565,7 @@ def token_owners(
             noise = torch.randn(tensor.shape, generator=generator).to(tensor.device)
             perturbed = dict(tensors)
             perturbed[name] = tensor + noise * 3 * (tensor.std() + 1.0)
-            recorder.reset()
-            run(perturbed)
-            again = recorder.find(base.module, base.call)
+            again = recorder.run_until(run, perturbed, base.module, base.call)
             q, k = _moved(again.query, base.query), _moved(again.key, base.key)
             moved_q[name] = moved_q[name] | q if name in moved_q else q
             moved_k[name] = moved_k[name] | k if name in moved_k else k
