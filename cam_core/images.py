@@ -2,7 +2,10 @@
 
 * :func:`load_image` decodes bytes, paths, file objects, PIL images and numpy arrays into
   ``uint8 (H, W, channels)``, refusing decompression bombs and broken files with an
-  :class:`~cam_core.errors.InputError`.
+  :class:`~cam_core.errors.InputError`.  Only the raster formats of :data:`ALLOWED_FORMATS`
+  are decoded, recognised by their header before any Pillow plugin runs: EPS/PostScript would
+  start Ghostscript (an interpreter, which loops forever on ``{ } loop``), and PDF, SVG and
+  Pillow's many rarer plugins are attack surface no user of this app needs.
 * :func:`to_display` turns numpy arrays or torch tensors in any common layout (HW, HWC, CHW,
   NHWC, NCHW), uint8 / bool / float, normalized or not, into ``uint8 RGB (N, H, W, 3)``.
 
@@ -40,7 +43,28 @@ from PIL import Image, ImageOps
 
 from .errors import InputError
 
-__all__ = ["MAX_IMAGE_PIXELS", "denormalize", "load_image", "to_display"]
+__all__ = ["ALLOWED_FORMATS", "MAX_IMAGE_PIXELS", "denormalize", "load_image", "to_display"]
+
+#: Pillow format names of the raster formats load_image decodes; anything else is refused by
+#: its header (magic bytes), before Pillow sees it.
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+)
+# What a refused header most likely is, for the message.
+_KNOWN_OTHERS = (
+    (b"%!", "PostScript/EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS (DOS binary)"),
+    (b"%PDF", "PDF"),
+    (b"<svg", "SVG"),
+    (b"<?xml", "XML (SVG?)"),
+)
 
 #: Largest image (width x height, from the file header) that load_image decodes.  40 MP covers
 #: any camera photo; a bigger upload is almost surely a mistake or a decompression bomb.
@@ -101,6 +125,7 @@ def load_image(source: Any, channels: int = 3, *, notes: list[str] | None = None
         pixels, bands = _array_to_bands(source, label, channels)
     elif isinstance(source, Image.Image):
         label = "PIL image"
+        _check_pil_format(source, label)
         with _bomb_guard():
             pixels, bands = _decode_pil(source, label, None, notes)
     else:
@@ -180,10 +205,45 @@ def _decode_error(label: str, exc: BaseException) -> InputError:
     return InputError(f"could not decode {label} as an image: {reason}")
 
 
+def _sniff_format(data: bytes) -> str | None:
+    """The allowed format (a name of :data:`ALLOWED_FORMATS`) whose magic bytes start
+    ``data``, or ``None``."""
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _refused_format(data: bytes, label: str) -> InputError:
+    head = data[:64].lstrip()
+    kind = next((k for magic, k in _KNOWN_OTHERS if head.startswith(magic)), "no known image")
+    return InputError(
+        f"could not decode {label} as an image: its header {data[:8]!r} is {kind}, not one of "
+        "the accepted formats (PNG, JPEG, BMP, TIFF, WebP, GIF). It was not opened; convert "
+        "it to PNG first."
+    )
+
+
+def _check_pil_format(img: Image.Image, label: str) -> None:
+    """A caller's PIL image whose pixels are still to be read from a file of another format
+    (EPS: Ghostscript runs on load) is refused; images made in memory have no format."""
+    if img.format is not None and img.format not in ALLOWED_FORMATS and img._im is None:
+        raise InputError(
+            f"{label} is an unloaded {img.format} file; only {', '.join(ALLOWED_FORMATS)} are "
+            "decoded here (EPS and PDF would start an interpreter). Convert it to PNG first."
+        )
+
+
 def _decode_bytes(data: bytes, label: str, notes: list[str] | None) -> tuple[np.ndarray, str]:
+    fmt = _sniff_format(data)
+    if fmt is None:
+        raise _refused_format(data, label)
     try:
-        # Image.open reads only the header; Pillow's own bomb check runs inside it.
-        img = Image.open(io.BytesIO(data))
+        # Image.open reads only the header; Pillow's own bomb check runs inside it.  formats=
+        # keeps every other plugin from even looking at the data.
+        img = Image.open(io.BytesIO(data), formats=[fmt])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(
             f"{label} is too large to decode safely: {exc} The limit is {MAX_IMAGE_PIXELS:,} "

@@ -172,9 +172,8 @@ def test_load_image_refuses_empty_bytes():
 def test_load_image_refuses_text_named_png(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("these are my notes, not a picture\n")
-    with pytest.raises(InputError, match="could not decode file .*notes.png.* as an image") as info:
-        load_image(path)
-    assert info.value.__cause__ is not None  # chained to Pillow's own reason
+    with pytest.raises(InputError, match="could not decode file .*notes.png.* as an image: its "):
+        load_image(path)  # refused by its header: no Pillow plugin ever sees it
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
