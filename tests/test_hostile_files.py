@@ -14,9 +14,7 @@ from PIL import EpsImagePlugin, Image
 from cam_core.errors import InputError
 from cam_core.images import ALLOWED_FORMATS, load_image
 
-ENDLESS_EPS = (
-    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\n{ } loop\n%%EOF\n"
-)
+ENDLESS_EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\n{ } loop\n%%EOF\n"
 HOSTILE = {
     "eps": ENDLESS_EPS,
     "postscript": b"%!PS-Adobe-3.0\n{ } loop\nshowpage\n",
