@@ -6,6 +6,7 @@
     cams/{sample}_{modality}.npy       float32 (H, W) in [0, 1], the modality's input size
     raw/{sample}_{modality}.npy        float32 (h, w), un-normalized, the layer's resolution
     summary.json                       model, settings, and per sample its prediction and files
+                                       (with ``--masks DIR``: pointing game and energy in mask)
 
 ``--input NAME=PATH`` names one modality's image or folder; folders are paired by file name
 (``rgb/0001.png`` with ``texture/0001.png``) and explained in batches with a progress bar.
@@ -128,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--aug-smooth", action="store_true", help="test-time augmentation")
     explain.add_argument("--eigen-smooth", action="store_true", help="first principal component")
+    explain.add_argument(
+        "--masks",
+        type=Path,
+        metavar="DIR",
+        help="ground-truth masks (white = region) as DIR/<sample>.png or DIR/<sample>/mask.png: "
+        "summary.json gets each sample's pointing game and energy in mask",
+    )
     explain.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     explain.set_defaults(command=_explain)
 
@@ -190,6 +198,8 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         samples = _samples(_parse_inputs(args.input, [m.name for m in modalities]), modalities)
     explainer.method_info(args.method)  # an unknown method fails before any image is read
+    if args.masks is not None and not args.masks.is_dir():
+        raise _UsageError(f"--masks {args.masks}: no such folder.")
     layer = args.layer if args.layer is not None else spec.default_layer
     target = _parse_target(args.target)
     for folder in ("overlays", "cams", "raw"):
@@ -233,6 +243,8 @@ def _explain(args: argparse.Namespace) -> int:
         "skipped": run.skipped,
         "notices": run.notices,
     }
+    if args.masks is not None:
+        summary["ground_truth"] = _ground_truth_summary(run.samples)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     done = len(run.samples)
     print(f"explained {done} of {len(samples)} samples -> {args.out}/ (summary.json)")
@@ -395,8 +407,11 @@ def _parse_target(value: str | None) -> int | str | None:
 
 def _write(result: Any, samples: list[_Sample], args: argparse.Namespace, run: _Run) -> None:
     from .export import overlay_pngs
+    from .metrics import score_masks
 
     pngs = overlay_pngs(result, colormap=args.colormap, image_weight=args.image_weight)
+    masks = [_mask_of(sample, args.masks) for sample in samples] if args.masks else []
+    truth = score_masks(result, masks) if masks else {}
     probabilities = np.asarray(result.probabilities, dtype=np.float64)
     for i, sample in enumerate(samples):
         files: dict[str, dict[str, str]] = {}
@@ -423,7 +438,44 @@ def _write(result: Any, samples: list[_Sample], args: argparse.Namespace, run: _
                 "files": files,
             }
         )
+        if masks:
+            scored = {n: {k: v[i] for k, v in s.items()} for n, s in truth.items()}
+            run.samples[-1]["ground_truth"] = (
+                None
+                if not scored or any(v is None for s in scored.values() for v in s.values())
+                else scored
+            )
     run.notices.extend(n for n in result.notices if n not in run.notices)
+
+
+def _mask_of(sample: _Sample, folder: Path) -> Any:
+    """The sample's mask from ``folder/<sample>.<image>`` or ``folder/<sample>/mask.png``, at
+    the size of the sample's first image; None when there is none."""
+    from .metrics import load_mask
+
+    found = [folder / sample.name / "mask.png"]
+    found += [folder / f"{sample.name}.{suffix}" for suffix in IMAGE_SUFFIXES]
+    path = next((p for p in found if p.is_file()), None)
+    return None if path is None else load_mask(path)
+
+
+def _ground_truth_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per modality over the samples with a mask: the share of pointing-game hits and the mean
+    energy in mask."""
+    per_modality: dict[str, dict[str, list]] = {}
+    for sample in samples:
+        for name, scores in (sample.get("ground_truth") or {}).items():
+            entry = per_modality.setdefault(name, {"pointing_game": [], "energy_in_mask": []})
+            entry["pointing_game"].append(scores["pointing_game"])
+            entry["energy_in_mask"].append(scores["energy_in_mask"])
+    return {
+        name: {
+            "samples": len(entry["pointing_game"]),
+            "pointing_game": round(float(np.mean(entry["pointing_game"])), 6),
+            "energy_in_mask": round(float(np.mean(entry["energy_in_mask"])), 6),
+        }
+        for name, entry in per_modality.items()
+    }
 
 
 # -- argument types and messages -------------------------------------------------------------------

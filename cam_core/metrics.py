@@ -14,6 +14,7 @@ at, or nothing pointed at.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -21,7 +22,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["energy_in_mask", "load_mask", "pointing_game"]
+__all__ = ["energy_in_mask", "load_mask", "pointing_game", "score_masks"]
 
 
 def pointing_game(cam: Any, mask: Any) -> np.ndarray:
@@ -56,6 +57,33 @@ def energy_in_mask(cam: Any, mask: Any) -> np.ndarray:
     inside = np.where(masks, positive, 0.0).reshape(len(cams), -1).sum(axis=1)
     share = np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
     return share.astype(np.float32)
+
+
+def score_masks(result: Any, masks: Sequence[Any | None]) -> dict[str, dict[str, list]]:
+    """Both scores of a :class:`~cam_core.CamResult` against one mask per sample (or None).
+
+    Only modalities that are spatially aligned with the scene are scored (a spectrum's pixel is
+    not a place).  Returns ``{modality: {"pointing_game": [bool | None] * N, "energy_in_mask":
+    [float | None] * N}}``, None where a sample has no mask or an empty one (an unedited image:
+    nothing to point at); ``{}`` when no sample has one.
+    """
+    if len(masks) != result.size:
+        raise InputError(f"{len(masks)} masks for {result.size} samples; give one (or None) each.")
+    given = [i for i, mask in enumerate(masks) if mask is not None and np.asarray(mask).any()]
+    if not given:
+        return {}
+    scores: dict[str, dict[str, list]] = {}
+    for modality in result.modalities:
+        if not modality.aligned or modality.name not in result.cams:
+            continue
+        cams = result.cams[modality.name]
+        pointing: list[bool | None] = [None] * result.size
+        energy: list[float | None] = [None] * result.size
+        for i in given:
+            pointing[i] = bool(pointing_game(cams[i], masks[i])[0])
+            energy[i] = float(energy_in_mask(cams[i], masks[i])[0])
+        scores[modality.name] = {"pointing_game": pointing, "energy_in_mask": energy}
+    return scores
 
 
 def load_mask(source: Any, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from conftest import three_input_batch
@@ -50,3 +51,46 @@ def test_compare_needs_a_layer_and_a_method(three_net, three_modalities):
     explainer = Explainer(three_net, three_modalities, device="cpu")
     with pytest.raises(InputError, match="at least one layer and one method"):
         explainer.compare(three_input_batch(1), [], ["gradcam"])
+
+
+def test_suggested_layers_are_the_default_and_outer_layers_across_the_depth():
+    from cam_core.demo import load_explainer
+    from cam_core.grid import suggest_layers
+
+    explainer = load_explainer(device="cpu")
+    layers = suggest_layers(explainer, explainer.layer_tree(), count=4)
+    assert len(layers) == 4 and "head.features" in layers  # the recommended layer
+    assert layers[0] == "rgb_branch"  # the first outer module, in forward order
+    assert not any(layer.endswith(("stem.2", ".relu")) for layer in layers)
+
+
+def test_grid_scale_shares_one_maximum_across_cells_and_samples(three_net, three_modalities):
+    from cam_core.grid import grid_scale
+
+    explainer = Explainer(three_net, three_modalities, device="cpu")
+    grid = explainer.compare(three_input_batch(2), ["texture_branch", "fuse"], ["gradcam"])
+    own, one = grid_scale(grid, "rgb", shared=False)
+    assert one == 1.0 and own[("fuse", "gradcam")] is grid[("fuse", "gradcam")].cams["rgb"]
+    shared, high = grid_scale(grid, "rgb", shared=True)
+    raw_max = max(float(np.maximum(r.raw["rgb"], 0).max()) for r in grid.values())
+    assert high == pytest.approx(raw_max)
+    # reference: each raw map's positive part over the grid's maximum, drawn at the input size
+    for cell, maps in shared.items():
+        expected = [
+            cv2.resize(np.maximum(r, 0) / raw_max, (32, 32), interpolation=cv2.INTER_LINEAR)
+            for r in grid[cell].raw["rgb"]
+        ]
+        np.testing.assert_allclose(maps, np.clip(expected, 0, 1), atol=1e-6)
+
+
+def test_rank_cells_puts_the_most_faithful_first_in_the_metrics_direction():
+    from cam_core.grid import rank_cells
+
+    scores = {
+        ("a", "gradcam"): {"rgb": np.array([0.5])},
+        ("b", "gradcam"): {"rgb": np.array([0.1])},
+        ("c", "gradcam"): {"rgb": np.array([np.nan])},
+        ("d", "gradcam"): {"rgb": np.array([0.9])},
+    }
+    assert [c for c, _ in rank_cells(scores, "deletion", "rgb")] == ["b", "a", "d", "c"]
+    assert [c for c, _ in rank_cells(scores, "insertion", "rgb")] == ["d", "a", "b", "c"]

@@ -101,3 +101,58 @@ def test_metrics_refuse_mismatched_batches_with_a_clear_error():
         metrics.pointing_game(np.zeros((2, 4, 4)), np.zeros((3, 4, 4), bool))
     with pytest.raises(InputError, match="cam must be"):
         metrics.energy_in_mask(np.zeros(5), np.zeros((5, 5), bool))
+
+
+def test_score_masks_scores_aligned_modalities_and_skips_missing_or_empty_masks():
+    from cam_core import CamResult, Modality
+
+    cams = np.zeros((3, 4, 4), np.float32)
+    cams[:, 0, 0] = 1.0
+    cams[:, 3, 3] = 1.0  # each map: 2 of 2 units, half at the top-left corner
+    result = CamResult(
+        cams={"rgb": cams, "spectrum": cams},
+        raw={},
+        display={},
+        probabilities=np.zeros((3, 2), np.float32),
+        targets=[0, 0, 0],
+        layer="x",
+        method="gradcam",
+        modalities=(Modality("rgb"), Modality("spectrum", aligned=False)),
+    )
+    corner = _mask((4, 4), slice(0, 1), slice(0, 1))
+    scores = metrics.score_masks(result, [corner, None, np.zeros((4, 4), bool)])
+    assert list(scores) == ["rgb"]  # a spectrum's pixel is not a place: not scored
+    assert scores["rgb"]["pointing_game"] == [True, None, None]
+    assert scores["rgb"]["energy_in_mask"] == [pytest.approx(0.5), None, None]
+    assert metrics.score_masks(result, [None, None, None]) == {}
+
+
+def test_cli_masks_write_pointing_game_and_energy_to_summary(tmp_path, capsys):
+    from cam_core.cli import main
+    from cam_core.demo import SAMPLES_DIR
+
+    out = tmp_path / "out"
+    code = main(["explain", "--samples", str(SAMPLES_DIR), "--masks", str(SAMPLES_DIR),
+                 "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    hits, shares = [], []
+    for sample in summary["samples"]:
+        mask = metrics.load_mask(SAMPLES_DIR / sample["name"] / "mask.png")
+        if not mask.any():  # the authentic sample: no region, no score
+            assert sample["ground_truth"] is None
+            continue
+        cam = np.load(out / sample["files"]["texture"]["cam"])
+        # reference: the maximum's position and the sums, computed here without cam_core
+        row, col = np.unravel_index(np.argmax(cam), cam.shape)
+        expected_share = cam[mask].sum() / cam.sum()
+        truth = sample["ground_truth"]["texture"]
+        assert truth["pointing_game"] == bool(mask[row, col])
+        assert truth["energy_in_mask"] == pytest.approx(expected_share, rel=1e-5)
+        assert "frequency" not in sample["ground_truth"]
+        hits.append(truth["pointing_game"])
+        shares.append(truth["energy_in_mask"])
+    overall = summary["ground_truth"]["texture"]
+    assert overall["samples"] == len(hits) == 3
+    assert overall["pointing_game"] == pytest.approx(np.mean(hits))
+    assert overall["energy_in_mask"] == pytest.approx(np.mean(shares), rel=1e-5)
