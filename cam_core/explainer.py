@@ -19,6 +19,8 @@ from torch import nn
 
 from .adapter import BoundModel, OutputRule, Tap, model_lock, preserved_state
 from .attention import AttentionResult, attention_kind, read_attention
+from .branches import LayerScope, branch_maps, fused_notice, pick_branches, trace_scopes
+from .contributions import probability_drops
 from .errors import CamError, InputError, LayerError, MethodError, ResourceError, TargetError
 from .layers import LayerInfo, OutputView, analyze_output, parse_layer, resolve_module
 from .methods import METHODS, MethodInfo, get_method
@@ -70,6 +72,7 @@ class Explainer:
         self.default_layer = default_layer
         self.lock = model_lock(self.model)
         self._trees: dict[tuple, list[LayerInfo]] = {}
+        self._scopes: dict[tuple, list[LayerScope]] = {}
 
     @property
     def names(self) -> list[str]:
@@ -397,6 +400,96 @@ class Explainer:
                 batch_size=batch_size, progress=progress,
             )  # fmt: skip
 
+    # -- each modality's own evidence (cam_core.branches, cam_core.contributions) -----------------
+
+    def branches(self, inputs: Mapping[str, Any] | Batch | None = None) -> dict[str, str | None]:
+        """``{modality: layer path or None}``: per modality, the deepest CAM-ready layer whose
+        output depends on that modality alone (see :mod:`cam_core.branches`).
+
+        Found from the autograd graph of one forward on one sample of ``inputs`` (or zeros of
+        each modality's ``size``); cached per input size.
+        """
+        batch = self._example_batch(inputs)
+        key = tuple(batch.sizes().items())
+        if key not in self._scopes:
+            with self._guarded():
+                self.model.eval()
+                first = self.names[0]
+                self._scopes[key] = trace_scopes(self._bound(batch, first), batch.tensors[first])
+        return pick_branches(self._scopes[key], self.names)
+
+    def explain_branches(
+        self,
+        inputs: Mapping[str, Any] | Batch,
+        method: str = "gradcam",
+        target: Target | Sequence[Target] = None,
+        *,
+        eigen_smooth: bool = False,
+    ) -> CamResult:
+        """CAMs with each modality's map taken at its own branch (:meth:`branches`).
+
+        ``cams[m]`` equals ``explain(inputs, branches()[m], method, target).cams[m]``; all
+        branch layers come from one :meth:`sweep` (one forward and one backward for gradient
+        methods).  ``result.layers`` is ``{modality: layer}``; a modality without a branch of
+        its own gets an empty map and a notice.
+        """
+        info = get_method(method)
+        if not info.uses_layer:
+            raise MethodError(
+                f"{info.name} ignores layers, so it has no per-branch maps; choose a layer "
+                "method such as gradcam for explain_branches()."
+            )
+        batch = self.prepare(inputs)
+        branches = self.branches(batch)
+        layers = list(dict.fromkeys(layer for layer in branches.values() if layer))
+        if not layers:
+            raise LayerError(
+                "no CAM-ready layer of this model sees a single modality (every layer mixes "
+                "them); choose a layer with explain() instead."
+            )
+        results = self.sweep(batch, layers, method, target, eigen_smooth=eigen_smooth)
+        first = results[layers[0]]
+        notices = [
+            f"{name}: no CAM-ready layer sees {name} alone, so it has no branch of its own "
+            "(shown empty)."
+            for name, layer in branches.items()
+            if layer is None
+        ]
+        options = {"aug_smooth": False, "eigen_smooth": bool(eigen_smooth)}
+        maps = branch_maps(results, branches, self.names)
+        result = self._result(
+            batch, info, None, maps, first.probabilities, first.targets, notices, options
+        )
+        result.layers = {name: layer for name, layer in branches.items() if layer}
+        return result
+
+    def contributions(
+        self, inputs: Mapping[str, Any] | Batch, target: Target | Sequence[Target] = None
+    ) -> dict[str, np.ndarray]:
+        """``{modality: float32 (N,)}``: drop of the target class's probability when that
+        modality alone is replaced by its baseline (``Modality.baseline``; default the mean
+        input).  One batched forward per modality (and one on the inputs), no gradients; see
+        :mod:`cam_core.contributions`.
+        """
+        batch = self.prepare(inputs)
+        targets = self._check_targets(target, batch.size)
+        first = self.names[0]
+
+        def logits_of(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            return self._bound(Batch(dict(tensors), batch.display), first)(tensors[first])
+
+        with self._guarded(), torch.no_grad():
+            self.model.eval()
+            logits = logits_of(batch.tensors)
+            used = _resolve(targets, logits)
+            return probability_drops(
+                lambda tensors: _probabilities(logits_of(tensors)),
+                batch.tensors,
+                self.modalities,
+                _probabilities(logits),
+                used,
+            )
+
     # -- internals --------------------------------------------------------------------------------
 
     @contextmanager
@@ -575,6 +668,7 @@ class Explainer:
                 )
         if not info.uses_layer:
             notices.append(info.notes)
+        layers = dict.fromkeys(cams, layer) if layer is not None and info.uses_layer else {}
         return CamResult(
             cams=cams,
             raw=raw,
@@ -588,6 +682,7 @@ class Explainer:
             empty=empty,
             notices=notices,
             options=options,
+            layers=layers,
         )
 
 
@@ -880,19 +975,21 @@ def _scale_native(raw: np.ndarray) -> np.ndarray:
 
 
 def _scope_notice(layer: str, record: Any, names: Sequence[str]) -> list[str]:
-    """A notice when the layer sees only some modalities (a branch of one input): its map is
-    then drawn on the others for comparison, not as their own evidence."""
+    """Notices when one map is drawn on inputs it is not the evidence of: the layer mixes
+    several modalities (a fused layer), or sees only some (a branch) and is drawn on the others
+    for comparison."""
     sources = record.sources
     if not sources or (record.view is not None and record.view.split):
         return []
+    mixed = [n for n in names if n in sources]
+    notices = [fused_notice(layer, mixed)] if len(mixed) > 1 else []
     others = [n for n in names if n not in sources]
-    if not others:
-        return []
-    seen = ", ".join(n for n in names if n in sources)
-    return [
-        f"{layer} sees only {seen}: on {', '.join(others)} the same map is drawn for "
-        "comparison, not as evidence found in those inputs."
-    ]
+    if others:
+        notices.append(
+            f"{layer} sees only {', '.join(mixed)}: on {', '.join(others)} the same map is drawn "
+            "for comparison, not as evidence found in those inputs."
+        )
+    return notices
 
 
 def _first_call_notice(name: str, calls: int) -> str:

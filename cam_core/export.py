@@ -5,7 +5,7 @@ ZIP, so what a user downloads is pixel for pixel what they saw.
 
 ZIP layout (``i`` = sample index, two digits; ``m`` = modality name)::
 
-    settings.json            model, layer, method, target, colormap, image_weight, probabilities...
+    settings.json            model, layer(s), method, target, colormap, image_weight, ...
     overlays/{i}_{m}.png     heatmap blended on the image, uint8 RGB at the modality's input size
     originals/{i}_{m}.png    the image the heatmap is drawn on (un-normalized), same size
     cams/{i}_{m}.npy         float32 (H, W) in [0, 1]: the CAM at the modality's input size
@@ -103,6 +103,7 @@ def settings_dict(
         "version": SETTINGS_VERSION,
         "model": model,
         "layer": result.layer,
+        "layers": dict(result.layers),
         "method": result.method,
         "target": None if target is None else int(target),
         "targets": targets,

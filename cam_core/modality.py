@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,12 @@ class Modality:
         aligned: whether pixels of this modality are spatially aligned with the scene (a
             Fourier spectrum is not: its heatmap is not a location in the image).
         description: one line shown in the UI next to the modality.
+        baseline: what stands for "no information" in this input, used by
+            :meth:`~cam_core.Explainer.contributions`: ``None`` (default) = zeros of the
+            normalized tensor, i.e. the mean input when ``mean``/``std`` are the data's; a
+            number = that constant in the normalized tensor; a tensor broadcastable to
+            ``(N, C, H, W)``; or a callable taking the normalized ``(N, C, H, W)`` tensor and
+            returning its baseline (e.g. a blurred copy).
     """
 
     name: str
@@ -50,6 +56,10 @@ class Modality:
     std: tuple[float, ...] | None = None
     aligned: bool = True
     description: str = ""
+    # Not compared: a tensor baseline has no truth value, and a spec's callable is its identity.
+    baseline: float | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = field(
+        default=None, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -80,6 +90,38 @@ class Modality:
             object.__setattr__(self, attribute, value)
         if self.std is not None and any(s == 0 for s in self.std):
             raise InputError(f"Modality {self.name!r}: std must not contain 0, got {self.std}.")
+        baseline = self.baseline
+        if isinstance(baseline, np.ndarray):
+            object.__setattr__(self, "baseline", torch.from_numpy(baseline).float())
+        elif not (
+            baseline is None
+            or isinstance(baseline, torch.Tensor)
+            or callable(baseline)
+            or (isinstance(baseline, (int, float)) and not isinstance(baseline, bool))
+        ):
+            raise InputError(
+                f"Modality {self.name!r}: baseline must be None, a number, a tensor or a "
+                f"callable, got {type(baseline).__name__}."
+            )
+
+    def baseline_of(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This modality's baseline for the normalized ``tensor`` (N, C, H, W): same shape,
+        dtype and device (see ``baseline``)."""
+        baseline = self.baseline
+        if baseline is None:
+            return torch.zeros_like(tensor)
+        if callable(baseline) and not isinstance(baseline, torch.Tensor):
+            baseline = baseline(tensor)
+        value = torch.as_tensor(baseline, dtype=tensor.dtype, device=tensor.device)
+        try:
+            return value.expand_as(tensor).clone()
+        except RuntimeError as exc:
+            raise InputError(
+                f"{self.name}: its baseline has shape {tuple(value.shape)}, which does not "
+                f"broadcast to the input {tuple(tensor.shape)}; give (C, 1, 1), (C, H, W) or a "
+                "number.",
+                modality=self.name,
+            ) from exc
 
     def normalize(self, images: np.ndarray) -> torch.Tensor:
         """uint8 ``(N, H, W, C)`` images → float32 ``(N, C, H, W)`` network tensor."""

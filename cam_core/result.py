@@ -30,6 +30,9 @@ class CamResult:
             constant or NaN: a dead layer or a zero gradient).
         notices: sentences worth showing next to the result.
         options: the options used (``aug_smooth``, ``eigen_smooth``).
+        layers: ``{modality: layer}`` each modality's CAM was taken at: the same ``layer`` for
+            every modality, or each one's own branch (:meth:`~cam_core.Explainer.
+            explain_branches`); empty for methods without a layer.
     """
 
     cams: dict[str, np.ndarray]
@@ -44,11 +47,20 @@ class CamResult:
     empty: dict[str, np.ndarray] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     options: dict[str, object] = field(default_factory=dict)
+    layers: dict[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
         """The batch size N."""
         return int(self.probabilities.shape[0])
+
+    @property
+    def fused_notice(self) -> str | None:
+        """The notice saying the overlays are one map of a fused layer drawn on every input
+        (not per-modality evidence), or None."""
+        from .branches import FUSED_NOTICE_START
+
+        return next((n for n in self.notices if n.startswith(FUSED_NOTICE_START)), None)
 
     def class_name(self, index: int) -> str:
         """Name of class ``index`` (``"class 3"`` when the model has no names)."""
