@@ -2,8 +2,11 @@
 
 ``torch.load(..., weights_only=True, map_location="cpu")`` only: a file that needs arbitrary
 pickles (a whole pickled model, custom classes, a ``__reduce__`` payload) is refused before any
-of its code can run.  Every key and shape is checked before the model is touched, so a failed
-load leaves the model exactly as it was.
+of its code can run.  Every key, shape and tensor (dense, strided, on the CPU, not meta, a dtype
+``copy_`` can take) is checked before the model is touched, so a failed load leaves the model
+exactly as it was; ``load_state_dict`` itself stops half-way on a sparse or meta tensor.
+NaN or infinite values load, with a warning and a line in the report (a diverged training run
+is still worth a look).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class CheckpointReport:
         stripped_prefix: wrapper prefix removed from every key (``"module."``), or ``None``.
         ignored_entries: other top-level entries of a nested checkpoint (``"epoch"``,
             ``"optimizer"``, ...), not loaded.
+        non_finite: keys of loaded tensors that hold NaN or infinite values.
     """
 
     source: str
@@ -66,6 +70,7 @@ class CheckpointReport:
     nested_under: str | None = None
     stripped_prefix: str | None = None
     ignored_entries: tuple[str, ...] = field(default_factory=tuple)
+    non_finite: tuple[str, ...] = field(default_factory=tuple)
 
     def __str__(self) -> str:
         parts = [f"loaded {self.tensors} tensors from {self.source}"]
@@ -75,6 +80,8 @@ class CheckpointReport:
             parts.append(f"prefix {self.stripped_prefix!r} stripped")
         if self.ignored_entries:
             parts.append(f"ignored {_listing(self.ignored_entries)}")
+        if self.non_finite:
+            parts.append(f"NaN or infinite values in {_listing(self.non_finite)}")
         return "; ".join(parts)
 
 
@@ -110,9 +117,34 @@ def apply_state_dict(
     :func:`read_state_dict`: strip a wrapper prefix, check every key and shape, then load."""
     state, prefix = strip_wrapper_prefix(state, model.state_dict().keys())
     _check_compatible(state, model, report.source)
-    # Every key and shape matched above, so this strict load cannot stop half-way.
-    model.load_state_dict(state, strict=True)
-    return dataclasses.replace(report, tensors=len(state), stripped_prefix=prefix)
+    non_finite = _non_finite(state, report.source)
+    # Every key, shape, layout, device and dtype matched above, so this strict load cannot
+    # stop half-way; should torch still refuse, say so rather than pass its error on raw.
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"Checkpoint {report.source} could not be copied into the model: "
+            f"{_first_line(str(exc))}. Reload the model before using it."
+        ) from exc
+    return dataclasses.replace(
+        report, tensors=len(state), stripped_prefix=prefix, non_finite=non_finite
+    )
+
+
+def _non_finite(state: Mapping[str, torch.Tensor], name: str) -> tuple[str, ...]:
+    """Keys whose (floating) tensor holds NaN or inf; warns when there are any."""
+    keys = tuple(
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    )
+    if keys:
+        warnings.warn(
+            f"Checkpoint {name}: NaN or infinite values in {_listing(keys)}; the model's "
+            "outputs and heatmaps may be NaN (was the training run diverging?).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return keys
 
 
 def read_state_dict(source: CheckpointSource) -> tuple[dict[str, torch.Tensor], CheckpointReport]:
@@ -279,9 +311,9 @@ def _check_compatible(state: Mapping[str, torch.Tensor], model: nn.Module, name:
         if k in state and state[k].shape != v.shape
     ]
     kinds = [
-        f"{k} checkpoint {state[k].dtype} vs model {v.dtype}"
+        f"{k} {problem}"
         for k, v in expected.items()
-        if k in state and state[k].shape == v.shape and not _can_copy(state[k], v)
+        if k in state and (problem := _tensor_problem(state[k], v)) is not None
     ]
     if not (missing or unexpected or shapes or kinds):
         return
@@ -293,7 +325,7 @@ def _check_compatible(state: Mapping[str, torch.Tensor], model: nn.Module, name:
     if shapes:
         problems.append(f"{len(shapes)} with the wrong shape: {_listing(shapes)}")
     if kinds:
-        problems.append(f"{len(kinds)} with an incompatible dtype: {_listing(kinds)}")
+        problems.append(f"{len(kinds)} that cannot be loaded: {_listing(kinds)}")
     raise ModelLoadError(
         f"Checkpoint {name} does not fit this model ({type(model).__name__}): "
         + "; ".join(problems)
@@ -302,9 +334,30 @@ def _check_compatible(state: Mapping[str, torch.Tensor], model: nn.Module, name:
     )
 
 
-def _can_copy(src: torch.Tensor, dst: torch.Tensor) -> bool:
-    # Tensor.copy_ converts between real dtypes; complex into real would fail mid-load.
-    return not (src.is_complex() and not dst.is_complex())
+def _tensor_problem(src: torch.Tensor, dst: torch.Tensor) -> str | None:
+    """Why ``src`` cannot be copied into the model's ``dst`` without a half-done load, or None.
+
+    ``load_state_dict`` copies tensor by tensor and raises on the first it cannot take
+    (sparse, meta, quantized, complex into real), after the others were overwritten.
+    """
+    if src.layout != torch.strided:
+        return f"is a {str(src.layout).removeprefix('torch.')} tensor; save it dense (.to_dense())"
+    if src.is_meta:
+        return "is a meta tensor (no data: saved from a model built on the 'meta' device)"
+    if src.device.type != "cpu":
+        return f"is on {src.device}, not the CPU"
+    if src.is_quantized:
+        return f"is quantized ({src.dtype}); save the float weights"
+    if dst.is_floating_point():
+        if not src.is_floating_point():
+            return f"is {src.dtype}, not floating point (model {dst.dtype})"
+    elif src.dtype != dst.dtype and not (_is_integer(src) and _is_integer(dst)):
+        return f"checkpoint {src.dtype} vs model {dst.dtype}"
+    return None
+
+
+def _is_integer(t: torch.Tensor) -> bool:
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
 
 
 def _listing(items: list[str] | tuple[str, ...]) -> str:

@@ -155,6 +155,19 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def state_hash(model: nn.Module) -> str:
+    """blake2b of every state_dict entry's name, dtype, shape and bytes: equal hashes mean the
+    model is bit-for-bit the same."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}{value.dtype}{tuple(value.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 @pytest.fixture
 def three_net() -> ThreeInputNet:
     torch.manual_seed(0)
