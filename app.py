@@ -28,6 +28,12 @@ PAGES = [
         default=True,
     ),
     st.Page(
+        "pages/attention.py",
+        title="Attention",
+        icon=":material/visibility:",
+        url_path="attend",
+    ),
+    st.Page(
         "pages/about.py",
         title="About / use your own model",
         icon=":material/menu_book:",

@@ -155,6 +155,22 @@ class AttentionResult:
             int((row + 1) * height / segment.height),
         )
 
+    def query_image(
+        self, modality: str, query: tuple[int, int], *, sample: int = 0, size: int = 256
+    ) -> np.ndarray:
+        """uint8 ``(h, w, 3)``: sample ``sample`` of ``modality``'s image enlarged (nearest
+        neighbour, an integer factor, to about ``size`` px on its longer side) with query
+        ``(row, col)``'s cell outlined — the picture to click on to choose a query."""
+        import cv2
+
+        image = self.display[modality][sample]
+        scale = max(1, round(size / max(image.shape[:2])))
+        big = np.ascontiguousarray(np.repeat(np.repeat(image, scale, axis=0), scale, axis=1))
+        x0, y0, x1, y1 = (v * scale for v in self.query_box(modality, query))
+        cv2.rectangle(big, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 0), 3)  # dark rim: any image
+        cv2.rectangle(big, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
+        return big
+
     def key_maps(
         self,
         query: int | tuple[int, int],

@@ -163,7 +163,8 @@ def record_self_attention(
             raise LayerError(
                 "this model has no self-attention layer whose weights can be read "
                 "(nn.MultiheadAttention, timm Attention, Hugging Face attention): rollout "
-                "needs a ViT-style stack. Cross-attention maps are on the attention page."
+                "needs a ViT-style stack. Cross-attention layers are read one at a time "
+                "(Explainer.attention)."
             )
         lengths = {c.weights.shape[-1] for c in chosen}
         if len(lengths) > 1:

@@ -37,6 +37,7 @@ __all__ = [
     "checkpointed",
     "load_checkpointed",
     "current_explainer",
+    "decode_once",
     "current_model",
     "layer_tree",
     "load_model",
@@ -299,6 +300,25 @@ def sample_sets(name: str) -> dict[str, dict[str, Path]]:
 
     modalities = [m.name for m in load_model(name).modalities]
     return list_samples(getattr(demo, "SAMPLES_DIR", None), modalities)
+
+
+def decode_once(memo_key: str, upload: Any, channels: int, modality: str) -> Decoded:
+    """An uploaded file decoded once per session: the ``Decoded`` is kept in
+    ``st.session_state[memo_key]`` by (upload id, channels), so a rerun (a slider move) neither
+    decodes nor hashes it again. Only the files of the latest call per modality are kept."""
+    memo: dict[str, tuple[tuple, Decoded]] = st.session_state.setdefault(memo_key, {})
+    key = (upload.file_id, channels)
+    kept = memo.get(modality)
+    if kept is None or kept[0] != key:
+        decoded = decode_input(
+            upload.getvalue(),
+            upload.name,
+            channels=channels,
+            limit_mb=upload_limit_mb(),
+            modality=modality,
+        )
+        memo[modality] = kept = (key, decoded)
+    return kept[1]
 
 
 def upload_limit_mb(cap: float = DEFAULT_UPLOAD_LIMIT_MB) -> float:
