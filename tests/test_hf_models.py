@@ -137,3 +137,19 @@ def test_hf_example_fusion_attention_is_rgb_queries_over_depth_keys(rgbd):
     weights = np.asarray(attention.weights)
     assert weights.shape == (1, 4, 65, 65)
     np.testing.assert_allclose(weights, expected.numpy(), atol=1e-5)
+
+
+def test_hf_example_encoder_attention_equals_the_models_own_output_attentions(rgbd):
+    _, explainer = rgbd
+    inputs = rgbd_inputs(1)
+    layers = explainer.attention_layers(inputs)
+    assert "fusion" in layers
+    rgb_layers = [path for path in layers if path.startswith("rgb_encoder.")]
+    assert len(rgb_layers) == 2, layers  # one self-attention per encoder layer
+    attention = explainer.attention(inputs, rgb_layers[-1])
+    with torch.no_grad():
+        expected = explainer.model.rgb_encoder(
+            pixel_values=inputs["rgb"], output_attentions=True
+        ).attentions[-1]
+    assert attention.weights.shape == (1, 4, 65, 65)
+    np.testing.assert_allclose(attention.weights, expected.numpy(), atol=1e-5)

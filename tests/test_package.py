@@ -73,13 +73,25 @@ def test_launcher_without_arguments_runs_the_app_alone():
     assert streamlit_command([])[3:] == ["run", str(ROOT / "app.py")]
 
 
-def test_installed_package_holds_cam_core_the_demo_and_the_app(installed):
-    for path in ("cam_core/cli.py", "cam_core/demo/weights.pt", "cam_explorer/launcher.py"):
-        assert (installed / path).is_file(), path
-    assert len(list((installed / "cam_core/demo/samples").glob("*/rgb.png"))) == 4
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in folder.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def test_installed_package_holds_every_file_of_cam_core_and_the_app(installed):
+    # A new subpackage or data file must be named in pyproject.toml ([tool.setuptools]).
+    shipped, source = _files(installed / "cam_core"), _files(ROOT / "cam_core")
+    assert sorted(set(source) - set(shipped)) == [], "not shipped: list them in pyproject.toml"
+    assert shipped == source
+    assert (installed / "cam_core/demo/weights.pt").is_file()
     app = installed / "cam_explorer" / "app"
-    for path in ("app.py", ".streamlit/config.toml", "pages/explorer.py", "pages/ui/common.py"):
+    assert _files(app / "pages") == _files(ROOT / "pages")
+    for path in ("app.py", ".streamlit/config.toml"):
         assert (app / path).read_bytes() == (ROOT / path).read_bytes(), path
+    assert sorted(p.name for p in app.iterdir()) == [".streamlit", "app.py", "pages"]
 
 
 def test_installed_cam_core_command_is_the_cli(installed):
