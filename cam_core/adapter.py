@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .errors import InputError, LayerError
-from .layers import OutputView, analyze_output
+from .layers import OutputView, Undecided, UndecidedLayer, analyze_output
 from .modality import Modality
 
 __all__ = [
@@ -114,12 +114,17 @@ class BoundModel(nn.Module):
         segment_of: str | None,
         tap: nn.Module | None = None,
         label: str = "this layer",
+        layout: str | None = None,
+        strict: bool = True,
     ) -> Iterator[_RouteRecord]:
         """Route call ``call`` of ``module`` through a tap (:attr:`tap` by default) in the block.
 
         ``segment_of`` names the modality whose tokens to use when a token layer concatenates
-        several modalities; ``label`` names the layer in errors.  The hook is removed on exit,
-        also after an error.
+        several modalities; ``label`` names the layer in errors; ``layout`` (``"nchw"`` or
+        ``"nhwc"``) is the 4-D layout when the user or a dry run settled it.  A reading only a
+        dry run can settle raises :class:`~cam_core.layers.UndecidedLayer`, or with
+        ``strict=False`` is noted in the record and the output left alone.  The hook is
+        removed on exit, also after an error.
         """
         record = _RouteRecord()
         sizes = {m.name: tuple(self.tensors[m.name].shape[-2:]) for m in self.modalities}
@@ -132,7 +137,12 @@ class BoundModel(nn.Module):
             record.calls = max(record.calls, record.seen)
             if index != call:
                 return None
-            view = analyze_output(output, self.batch, sizes)
+            view = analyze_output(output, self.batch, sizes, layout, module)
+            if isinstance(view, Undecided):
+                if not strict:
+                    record.undecided = view
+                    return None
+                raise UndecidedLayer(f"layer {label!r} cannot be a CAM target: {view}.", view)
             if isinstance(view, str):
                 raise LayerError(f"layer {label!r} cannot be a CAM target: {view}.")
             record.view = view
@@ -148,7 +158,12 @@ class BoundModel(nn.Module):
             tensor = view.pick(output)
             # Looked up at call time: AblationCAM swaps self.tap for its ablation layer.
             tapped = (tap if tap is not None else self.tap)(view.to_map(tensor, segment))
-            return view.put(output, view.from_map(tensor, tapped, segment))
+            written = view.from_map(tensor, tapped, segment)
+            if view.layout in ("nchw", "nhwc"):
+                # The model goes on with a copy: an in-place op after the layer (`out += x`, an
+                # in-place ReLU) must not change the activation the map is computed from.
+                written = written.clone()
+            return view.put(output, written)
 
         handle = module.register_forward_hook(hook)
         try:
@@ -168,6 +183,7 @@ class _RouteRecord:
     sources: set[str] | None = None  # modalities whose input reaches the layer (None: unknown)
     segment: int = 0
     missing_segment: bool = False
+    undecided: Undecided | None = None  # a reading a dry run must settle (strict=False)
 
 
 def input_sources(tensor: torch.Tensor, leaves: Mapping[str, torch.Tensor]) -> set[str] | None:

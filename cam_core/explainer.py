@@ -22,9 +22,20 @@ from .attention import AttentionResult, attention_kind, read_attention
 from .branches import LayerScope, branch_maps, fused_notice, pick_branches, trace_scopes
 from .contributions import probability_drops
 from .errors import CamError, InputError, LayerError, MethodError, ResourceError, TargetError
-from .layers import LayerInfo, OutputView, analyze_output, parse_layer, resolve_module
+from .layers import (
+    LAYOUTS,
+    LayerInfo,
+    OutputView,
+    Undecided,
+    UndecidedLayer,
+    analyze_output,
+    layout_override,
+    parse_layer,
+    resolve_module,
+)
 from .methods import METHODS, MethodInfo, get_method
 from .modality import Batch, Modality, prepare_inputs
+from .probe import settle
 from .result import CamResult
 from .rollout import (
     RolloutResult,
@@ -134,9 +145,11 @@ class Explainer:
         """CAMs of every modality at ``layer`` with ``method``.
 
         Args:
-            inputs: ``{modality: tensor (N, C, H, W) or images}``, see :meth:`prepare`.
+            inputs: ``{modality: tensor (N, C, H, W) or images}``, or a tuple/list in the
+                modalities' order, see :meth:`prepare`.
             layer: dotted module path (``"layer4"``, ``"encoder@1"`` for a module's second
-                call); defaults to ``default_layer``.  Ignored by FullGrad.
+                call; ``"stages.0:nhwc"`` says a 4-D output is channels-last, ``":nchw"``
+                channels-first); defaults to ``default_layer``.  Ignored by FullGrad.
             method: one of :meth:`methods`.
             target: class to explain: None = predicted class, an int (or class name), or one
                 per sample.
@@ -158,8 +171,14 @@ class Explainer:
             module_path, call = parse_layer(layer)
             module = resolve_module(self.model, module_path)
         job = _Job(self, info, batch, module, call, aug_smooth, eigen_smooth, progress)
-        with self._guarded():
-            maps, probabilities, resolved, notices = job.run(targets)
+        job.layout = self._layout(batch, layer) if module is not None else None
+        try:
+            with self._guarded():
+                maps, probabilities, resolved, notices = job.run(targets)
+        except UndecidedLayer:
+            job.layout = self._settled_layout(batch, layer)
+            with self._guarded():
+                maps, probabilities, resolved, notices = job.run(targets)
         options = {"aug_smooth": bool(aug_smooth), "eigen_smooth": bool(eigen_smooth)}
         return self._result(batch, info, layer, maps, probabilities, resolved, notices, options)
 
@@ -205,8 +224,14 @@ class Explainer:
                 records = {
                     layer: stack.enter_context(
                         bound.routed(
-                            modules[layer], found[layer][1] or 0, first, taps[layer], layer
-                        )
+                            modules[layer],
+                            found[layer][1] or 0,
+                            first,
+                            taps[layer],
+                            layer,
+                            self._layout(batch, layer),
+                            strict=False,
+                        )  # fmt: skip
                     )
                     for layer in layers
                 }
@@ -225,8 +250,8 @@ class Explainer:
                 if record.calls == 0 or (call is not None and call >= record.calls):
                     results[layer] = None  # explain() below raises the precise LayerError
                     continue
-                if record.view is not None and record.view.split:
-                    results[layer] = None
+                if record.undecided is not None or (record.view is not None and record.view.split):
+                    results[layer] = None  # explain() settles an undecided layout
                     continue
                 if info.uses_gradients and grads[layer] is None:
                     raise LayerError(
@@ -539,6 +564,29 @@ class Explainer:
             self.model, self.modalities, batch.tensors, explained, self.output, self.device
         )
 
+    def _layout(self, batch: Batch, layer: str) -> str | None:
+        """The 4-D layout of ``layer`` when known: the user's suffix (``"stages.0:nhwc"``),
+        else what the layer tree at these input sizes settled; None to read it from the output."""
+        override = layout_override(layer)
+        if override is not None:
+            return override
+        module_path, call = parse_layer(layer)
+        for row in self._trees.get(tuple(batch.sizes().items()), []):
+            if row.module_path == module_path and row.call == (call or 0):
+                return row.layout if row.layout in LAYOUTS else None
+        return None
+
+    def _settled_layout(self, batch: Batch, layer: str) -> str:
+        """The layout of a layer whose output alone does not tell it, from the layer tree's dry
+        runs at other input sizes; a LayerError with the fix when they cannot tell either."""
+        module_path, call = parse_layer(layer)
+        for row in self.layer_tree(batch):
+            if row.module_path == module_path and row.call == (call or 0):
+                if row.ready and row.layout in LAYOUTS:
+                    return row.layout
+                raise LayerError(f"layer {layer!r} cannot be a CAM target: {row.reason}.")
+        raise LayerError(f"layer {layer!r} was not called during the dry run of the layer tree.")
+
     def _example_batch(self, inputs: Mapping[str, Any] | Batch | None) -> Batch:
         if inputs is not None:
             return self.prepare(inputs).select(0)
@@ -560,8 +608,8 @@ class Explainer:
         seen: dict[str, list[tuple[tuple[int, ...] | None, OutputView | str]]] = {}
 
         def recorder(name: str) -> Callable[..., None]:
-            def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-                view = analyze_output(output, 1, sizes)
+            def hook(module: nn.Module, _args: Any, output: Any) -> None:
+                view = analyze_output(output, 1, sizes, module=module)
                 tensor = view.pick(output) if isinstance(view, OutputView) else None
                 shape = tuple(tensor.shape) if tensor is not None else _shape_of(output)
                 seen.setdefault(name, []).append((shape, view))
@@ -570,14 +618,31 @@ class Explainer:
 
         modules = [(name, m) for name, m in self.model.named_modules() if name]
         handles = [m.register_forward_hook(recorder(name)) for name, m in modules]
+        first = self.modalities[0].name
+
+        def run(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            return self._bound(Batch(dict(tensors), {}), first)(tensors[first])
+
         try:
             with self._guarded(), torch.no_grad():
                 self.model.eval()
-                first = self.modalities[0].name
-                self._bound(batch, first)(batch.tensors[first])
+                run(batch.tensors)
         finally:
             for handle in handles:
                 handle.remove()
+        undecided = {
+            (name, index): view
+            for name, calls in seen.items()
+            for index, (_, view) in enumerate(calls)
+            if isinstance(view, Undecided)
+        }
+        if undecided:
+            # Channels-first or -last? Pooled or too small? A dry run at other sizes tells.
+            with self._guarded(), torch.no_grad():
+                self.model.eval()
+                found = settle(undecided, dict(modules), run, batch.tensors)
+            for (name, index), view in found.items():
+                seen[name][index] = (seen[name][index][0], view)
         rows = []
         for name, module in modules:
             params = sum(p.numel() for p in module.parameters())
@@ -600,7 +665,7 @@ class Explainer:
                 rows.append(
                     LayerInfo(
                         path, name, index, len(calls), type(module).__name__, params, shape,
-                        ready, reason, depth,
+                        ready, reason, depth, view.layout if ready else None,
                     )
                 )  # fmt: skip
         return rows
@@ -713,6 +778,8 @@ class _ClassTarget:
 
 class _Job:
     """One explain request: plans the engine runs and assembles per-modality CAMs."""
+
+    layout: str | None = None  # the layer's 4-D layout, when the user or a dry run settled it
 
     def __init__(
         self,
@@ -904,7 +971,9 @@ class _Job:
         if self.module is None:
             yield None
             return
-        with bound.routed(self.module, self.call or 0, segment_of, label=self.label()) as record:
+        with bound.routed(
+            self.module, self.call or 0, segment_of, label=self.label(), layout=self.layout
+        ) as record:
             yield record
 
     def label(self) -> str:

@@ -9,7 +9,13 @@ rules (from ``DESIGN.md``) are applied by :func:`analyze_output`, which turns on
 * tokens ``(N, L, C)`` (or sequence-first ``(L, N, C)``): reshaped to a grid when ``L``, or ``L-1``
   with a class token, is a modality's patch grid or a square; tokens that concatenate several
   modalities' grids are split per modality.
-* channels-last ``(N, h, w, C)`` (Swin): permuted.
+* channels-last ``(N, h, w, C)`` (Swin, ConvNeXt blocks): permuted.  Which of the two a 4-D
+  output is comes from the module's type (a conv, norm or pooling layer is channels-first),
+  else from which reading is a grid over the inputs; when both are (channels equal to a spatial
+  size), a dry run at a second input size decides (:mod:`cam_core.probe`), or the user does with
+  a suffix: ``layer="stages.0:nhwc"``.  Nothing is guessed silently.
+* a ``1×1`` map is refused, saying whether it follows a global pooling or the input is too small
+  for the layer (a dry run at a larger size tells them apart).
 
 A module called several times per forward (a shared encoder) gets one row per call; its path
 then carries the call index: ``"encoder@1"``.
@@ -28,10 +34,15 @@ from torch import nn
 from .errors import LayerError
 
 __all__ = [
+    "LAYOUTS",
     "LayerInfo",
     "OutputView",
     "TokenSegment",
+    "Undecided",
+    "UndecidedLayer",
     "analyze_output",
+    "describe_sizes",
+    "layout_override",
     "parse_layer",
     "patch_grid",
     "resolve_module",
@@ -39,6 +50,24 @@ __all__ = [
 ]
 
 CALL_SEPARATOR = "@"
+LAYOUT_SEPARATOR = ":"
+LAYOUTS = ("nchw", "nhwc")
+
+# Modules whose 4-D output is channels-first by construction: their layout is never guessed.
+_CHANNELS_FIRST = (
+    nn.Conv2d,
+    nn.ConvTranspose2d,
+    nn.BatchNorm2d,
+    nn.InstanceNorm2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Upsample,
+    nn.PixelShuffle,
+    nn.Dropout2d,
+)
+_GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 @dataclass(frozen=True)
@@ -60,6 +89,7 @@ class LayerInfo:
     ready: bool
     reason: str
     depth: int
+    layout: str | None = None  # "nchw"/"nhwc" for 4-D maps, "tokens..." for tokens
 
 
 @dataclass(frozen=True)
@@ -79,13 +109,15 @@ class OutputView:
     ``element`` picks a tensor out of a tuple/list output; ``layout`` is ``"nchw"``,
     ``"nhwc"``, ``"tokens"`` (``(N, L, C)``) or ``"tokens-seq-first"`` (``(L, N, C)``).
     Token layouts carry one grid segment, or one per modality when the tokens concatenate
-    several modalities (``split``).
+    several modalities (``split``).  ``decided_by`` says how the layout was found when that is
+    worth telling (a dry run, the user's suffix, a square grid assumed).
     """
 
     element: int | None
     layout: str
     segments: tuple[TokenSegment, ...] = ()
     prefix: int = 0
+    decided_by: str = ""
 
     @property
     def split(self) -> bool:
@@ -103,17 +135,18 @@ class OutputView:
     def describe(self, shape: Sequence[int]) -> str:
         """One line for the layer tree: how the output becomes a map."""
         picked = f"element {self.element} of the tuple; " if self.element is not None else ""
+        how = f" ({self.decided_by})" if self.decided_by else ""
         if self.layout == "nchw":
-            return f"{picked}feature map {shape[1]}×{shape[2]}×{shape[3]}"
+            return f"{picked}feature map {shape[1]}×{shape[2]}×{shape[3]}, channels-first{how}"
         if self.layout == "nhwc":
-            return f"{picked}channels-last {shape[1]}×{shape[2]}×{shape[3]}, permuted"
+            return f"{picked}channels-last {shape[1]}×{shape[2]}×{shape[3]}, permuted{how}"
         grids = ", ".join(
             (f"{s.modality} " if s.modality else "") + f"{s.height}×{s.width}"
             for s in self.segments
         )
         cls = "class token dropped, " if self.prefix else ""
         kind = "tokens split per modality" if self.split else "tokens"
-        return f"{picked}{kind} → {cls}grid {grids}"
+        return f"{picked}{kind} → {cls}grid {grids}{how}"
 
     # -- reading and writing -------------------------------------------------------------------
 
@@ -166,46 +199,95 @@ class OutputView:
 # -- output analysis -------------------------------------------------------------------------------
 
 
-def _is_grid(h: int, w: int, sizes: Sequence[tuple[int, int]]) -> bool:
-    """Whether an ``h x w`` map looks like a downsampled grid of one of the input ``sizes``."""
+class Undecided(str):
+    """A reason a layer is not ready *yet*: a dry run at another input size can settle it.
+
+    ``kind`` is ``"layout"`` (a 4-D output reads as a map both channels-first and channels-last)
+    or ``"single"`` (a 1×1 map: after a global pooling, or an input too small for the layer);
+    ``element`` and ``shape`` are those of the tensor read, ``layout`` the 1×1 map's layout.
+    """
+
+    kind: str
+    element: int | None
+    shape: tuple[int, ...]
+    layout: str | None
+
+    @classmethod
+    def make(
+        cls,
+        text: str,
+        kind: str,
+        element: int | None,
+        shape: tuple[int, ...],
+        layout: str | None = None,
+    ) -> Undecided:
+        reason = cls(text)
+        reason.kind, reason.element, reason.shape, reason.layout = kind, element, shape, layout
+        return reason
+
+
+class UndecidedLayer(LayerError):
+    """Raised by a routing hook when the layer's reading is :class:`Undecided` (the explainer
+    settles it with a dry run and retries)."""
+
+    def __init__(self, message: str, reason: Undecided) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _fits_grid(h: int, w: int, sizes: Sequence[tuple[int, int]]) -> bool:
+    """Whether an ``h x w`` map can be a grid over one of the input ``sizes``.
+
+    Some stride ``s`` must give ``h ≈ H/s`` and ``w ≈ W/s`` together, within the ±1.5 cells
+    that rounding, padding and kernel edges add.  Loose on purpose: a map that fits both
+    channels-first and channels-last is settled by a dry run, never by this test alone.
+    """
     for height, width in sizes:
-        if (
-            1 <= h <= height
-            and 1 <= w <= width
-            and math.isclose(height / h, width / w, rel_tol=0.15)
-        ):
+        low = max(height / (h + 1.5), width / (w + 1.5))
+        high = min(height / max(h - 1.5, 0.5), width / max(w - 1.5, 0.5))
+        if low <= high:
             return True
     return False
 
 
 def patch_grid(tokens: int, size: tuple[int, int]) -> tuple[int, int] | None:
-    """The ``(h, w)`` grid with ``h*w == tokens`` of a modality of ``size`` (equal strides)."""
+    """The ``(h, w)`` grid of ``tokens`` patches over an input of ``size`` = ``(H, W)``.
+
+    A patch embedding of stride ``s`` gives ``⌊H/s⌋ × ⌊W/s⌋`` patches (no padding) or
+    ``⌈H/s⌉ × ⌈W/s⌉`` (padded).  Every stride and both roundings are tried; of the grids with
+    ``h * w == tokens``, the one whose aspect ratio is closest to the input's wins.  None when no
+    stride gives that many patches.
+    """
     height, width = size
+    found: set[tuple[int, int]] = set()
     for stride in range(1, max(height, width) + 1):
-        h, w = math.ceil(height / stride), math.ceil(width / stride)
-        if h * w == tokens:
-            return h, w
-        if h * w < tokens:
+        ceil = (-(-height // stride), -(-width // stride))
+        for h, w in ((height // stride, width // stride), ceil):
+            if h >= 1 and w >= 1 and h * w == tokens:
+                found.add((h, w))
+        if ceil[0] * ceil[1] < tokens:
             break
-    return None
+    if not found:
+        return None
+    aspect = math.log(height / width)
+    return min(found, key=lambda g: (abs(math.log(g[0] / g[1]) - aspect), g))
 
 
 def token_segments(
     length: int, modality_sizes: dict[str, tuple[int, int]]
 ) -> tuple[tuple[TokenSegment, ...], int] | None:
-    """Grid segments for ``length`` tokens, and the number of leading (class) tokens."""
+    """Grid segments for ``length`` tokens, and the number of leading (class) tokens.
+
+    Grids come from the inputs' sizes first — one modality's patch grid, with or without a
+    class token, then several modalities' grids concatenated — and only when none fits from a
+    square (a model that resizes its input to a square); :func:`analyze_output` says so.
+    """
     names = list(modality_sizes)
     for prefix in (0, 1):
-        count = length - prefix
-        if count < 1:
-            continue
         for name in names:
-            grid = patch_grid(count, modality_sizes[name])
+            grid = patch_grid(length - prefix, modality_sizes[name]) if length > prefix else None
             if grid:
                 return (TokenSegment(prefix, *grid, None),), prefix
-        root = math.isqrt(count)
-        if root * root == count:
-            return (TokenSegment(prefix, root, root, None),), prefix
     # Several modalities' grids concatenated (same stride), in modality order.
     for prefix in (0, 1):
         for subset in _ordered_subsets(names):
@@ -227,6 +309,10 @@ def token_segments(
                     return tuple(segments), prefix
                 if total < length - prefix:
                     break
+    for prefix in (0, 1):
+        root = math.isqrt(max(length - prefix, 0))
+        if root >= 1 and root * root == length - prefix:
+            return (TokenSegment(prefix, root, root, None),), prefix
     return None
 
 
@@ -239,13 +325,29 @@ def _ordered_subsets(names: list[str]) -> Iterator[list[str]]:
             yield list(combo)
 
 
+def describe_sizes(sizes: dict[str, tuple[int, int]]) -> str:
+    """``"32×32 px"``, or ``"rgb 32×32 px, depth 16×16 px"`` when the sizes differ."""
+    distinct = set(sizes.values())
+    if len(distinct) == 1:
+        h, w = next(iter(distinct))
+        return f"{h}×{w} px"
+    return ", ".join(f"{name} {h}×{w} px" for name, (h, w) in sizes.items())
+
+
 def analyze_output(
-    output: object, batch: int, modality_sizes: dict[str, tuple[int, int]]
+    output: object,
+    batch: int,
+    modality_sizes: dict[str, tuple[int, int]],
+    layout: str | None = None,
+    module: nn.Module | None = None,
 ) -> OutputView | str:
     """How to read a CAM-able map from a layer's ``output``, or why it cannot be done.
 
     ``batch`` is the batch size of the forward that produced it and ``modality_sizes`` the
     ``(H, W)`` of every modality's input: they decide token grids and channels-last layouts.
+    ``layout`` (``"nchw"``/``"nhwc"``) is a 4-D layout already known (the user's suffix or a
+    dry run); ``module`` is the layer, whose type can tell the layout.  The reason is an
+    :class:`Undecided` when a dry run at another input size can settle it.
     """
     element = None
     if isinstance(output, (tuple, list)):
@@ -260,45 +362,118 @@ def analyze_output(
     sizes = list(modality_sizes.values())
     if not output.is_floating_point():
         return f"output has dtype {output.dtype}: not a feature map"
+    if layout is not None and output.dim() != 4:
+        return (
+            f"the layout suffix ':{layout}' applies to 4-D outputs; this layer gives "
+            f"{output.dim()}-D {shape}"
+        )
     if output.dim() == 4:
         if shape[0] != batch:
             return f"output {shape} does not start with the batch size {batch}"
-        if _is_grid(shape[2], shape[3], sizes) or not _is_grid(shape[1], shape[2], sizes):
-            layout, h, w = "nchw", shape[2], shape[3]
-        else:
-            layout, h, w = "nhwc", shape[1], shape[2]
-        if h * w == 1:
-            return f"spatial size is 1×1 {shape}: after global pooling — choose an earlier layer"
-        return OutputView(element, layout)
+        return _map_view(element, shape, modality_sizes, layout, module)
     if output.dim() == 3:
         if shape[0] == batch:
-            layout, length = "tokens", shape[1]
+            kind, length = "tokens", shape[1]
         elif shape[1] == batch:
-            layout, length = "tokens-seq-first", shape[0]
+            kind, length = "tokens-seq-first", shape[0]
         else:
             return f"3-D output {shape} has no batch dimension of size {batch}"
         found_segments = token_segments(length, modality_sizes)
         if found_segments is None:
             return (
-                f"{length} tokens are neither a square grid nor a patch grid of any modality "
-                f"({', '.join(f'{n} {h}×{w}' for n, (h, w) in modality_sizes.items())})"
+                f"{length} tokens are neither a patch grid of any modality "
+                f"({', '.join(f'{n} {h}×{w}' for n, (h, w) in modality_sizes.items())}) nor a "
+                "square grid"
             )
         segments, prefix = found_segments
         if segments[0].height * segments[0].width == 1 and len(segments) == 1:
             return f"a single token {shape}: no spatial layout"
-        return OutputView(element, layout, segments, prefix)
+        square = len(segments) == 1 and not any(
+            patch_grid(segments[0].height * segments[0].width, s) for s in sizes
+        )
+        note = (
+            f"square: no input's patch grid has {length - prefix} tokens, so the model is "
+            "assumed to resize its input to a square"
+            if square
+            else ""
+        )
+        return OutputView(element, kind, segments, prefix, note)
     if output.dim() == 2:
         return f"output {shape} has no spatial dimensions — choose an earlier layer"
     return f"{output.dim()}-D output {shape} is not supported (2-D feature maps or tokens only)"
 
 
+def _map_view(
+    element: int | None,
+    shape: tuple[int, ...],
+    modality_sizes: dict[str, tuple[int, int]],
+    layout: str | None,
+    module: nn.Module | None,
+) -> OutputView | str:
+    """The view of a 4-D output: channels-first or channels-last, decided, never guessed."""
+    sizes = list(modality_sizes.values())
+    if layout is not None:
+        if layout not in LAYOUTS:
+            return f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}"
+    elif isinstance(module, _CHANNELS_FIRST):
+        layout = "nchw"
+    else:
+        first = _fits_grid(shape[2], shape[3], sizes)
+        last = _fits_grid(shape[1], shape[2], sizes)
+        if first and last:
+            return Undecided.make(
+                f"output {shape} reads as a map both channels-first ({shape[1]} channels of "
+                f"{shape[2]}×{shape[3]}) and channels-last ({shape[3]} channels of "
+                f"{shape[1]}×{shape[2]}) at {describe_sizes(modality_sizes)}",
+                "layout",
+                element,
+                shape,
+            )
+        layout = "nhwc" if last else "nchw"
+    h, w = (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])
+    if h * w == 1:
+        if isinstance(module, _GLOBAL_POOLS):
+            return f"spatial size is 1×1 {shape}: after global pooling — choose an earlier layer"
+        return Undecided.make(
+            f"spatial size is 1×1 {shape}: after a global pooling, or the input "
+            f"({describe_sizes(modality_sizes)}) is too small for this layer — choose an "
+            "earlier layer or larger inputs",
+            "single",
+            element,
+            shape,
+            layout,
+        )
+    return OutputView(element, layout)
+
+
 # -- paths -----------------------------------------------------------------------------------------
 
 
+def layout_override(path: str) -> str | None:
+    """The layout the user wrote after the layer: ``"stages.0:nhwc"`` → ``"nhwc"``, else None."""
+    if not isinstance(path, str):
+        return None
+    rest, sep, layout = path.rpartition(LAYOUT_SEPARATOR)
+    if not sep:
+        return None
+    if layout.lower() not in LAYOUTS:
+        raise LayerError(
+            f"layer {path!r}: the part after '{LAYOUT_SEPARATOR}' must be a layout, "
+            f"{' or '.join(repr(x) for x in LAYOUTS)} (e.g. '{rest}{LAYOUT_SEPARATOR}nhwc' for a "
+            "channels-last (N, H, W, C) output)."
+        )
+    return layout.lower()
+
+
 def parse_layer(path: str) -> tuple[str, int | None]:
-    """``"encoder@1"`` → ``("encoder", 1)``; ``"fusion"`` → ``("fusion", None)``."""
+    """``"encoder@1"`` → ``("encoder", 1)``; ``"fusion"`` → ``("fusion", None)``.
+
+    A layout suffix (``"stages.0:nhwc"``, see :func:`layout_override`) is ignored here.
+    """
     if not isinstance(path, str) or not path:
         raise LayerError(f"layer must be a dotted module path such as 'layer4', got {path!r}.")
+    if layout_override(path) is not None:
+        path = path.rpartition(LAYOUT_SEPARATOR)[0]
     module_path, sep, call = path.rpartition(CALL_SEPARATOR)
     if not sep:
         return path, None

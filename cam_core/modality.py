@@ -188,20 +188,33 @@ class Batch:
 
 
 def prepare_inputs(
-    modalities: Sequence[Modality], inputs: Mapping[str, Any], device: torch.device | str = "cpu"
+    modalities: Sequence[Modality],
+    inputs: Mapping[str, Any] | Sequence[Any],
+    device: torch.device | str = "cpu",
 ) -> Batch:
     """Validate and convert the user's inputs for every modality.
 
+    ``inputs`` is ``{modality name: value}``, or a tuple/list of values in the modalities'
+    order (as the model's ``forward`` takes them).
     ``inputs[name]`` is a normalized tensor ``(N, C, H, W)`` or ``(C, H, W)`` (used as is), or
     images: bytes, a path, a file object, a PIL image, a uint8/float numpy image ``(H, W[, C])``
     or batch ``(N, H, W[, C])``, or a list of those.  Every modality must have the same N.
     """
+    names = [m.name for m in modalities]
+    if isinstance(inputs, (tuple, list)):
+        # The model's own call: explain((x_b, x_f, x_p)) in the modalities' (forward) order.
+        if len(inputs) != len(names):
+            raise InputError(
+                f"inputs is a {type(inputs).__name__} of {len(inputs)} items; give one per "
+                f"modality in their order ({', '.join(names)}), or a dict "
+                "{modality name: images or tensor}."
+            )
+        inputs = dict(zip(names, inputs))
     if not isinstance(inputs, Mapping):
         raise InputError(
-            "inputs must be a dict {modality name: images or tensor}, got "
-            f"{type(inputs).__name__}."
+            "inputs must be a dict {modality name: images or tensor}, or a tuple/list in the "
+            f"modalities' order ({', '.join(names)}); got {type(inputs).__name__}."
         )
-    names = [m.name for m in modalities]
     unknown = [k for k in inputs if k not in names]
     if unknown:
         raise InputError(
