@@ -35,7 +35,7 @@ from .layers import (
 )
 from .methods import METHODS, MethodInfo, get_method
 from .modality import Batch, Modality, prepare_inputs
-from .probe import settle
+from .probe import PooledMaps, settle
 from .result import CamResult
 from .rollout import (
     RolloutResult,
@@ -607,9 +607,13 @@ class Explainer:
         sizes = batch.sizes()
         seen: dict[str, list[tuple[tuple[int, ...] | None, OutputView | str]]] = {}
 
+        pooled = PooledMaps()
+
         def recorder(name: str) -> Callable[..., None]:
-            def hook(module: nn.Module, _args: Any, output: Any) -> None:
-                view = analyze_output(output, 1, sizes, module=module)
+            def hook(module: nn.Module, args: Any, output: Any) -> None:
+                view = pooled.check(
+                    module, args, output, analyze_output(output, 1, sizes, module=module)
+                )
                 tensor = view.pick(output) if isinstance(view, OutputView) else None
                 shape = tuple(tensor.shape) if tensor is not None else _shape_of(output)
                 seen.setdefault(name, []).append((shape, view))

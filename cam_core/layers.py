@@ -34,6 +34,7 @@ from torch import nn
 from .errors import LayerError
 
 __all__ = [
+    "GLOBAL_POOLS",
     "LAYOUTS",
     "LayerInfo",
     "OutputView",
@@ -45,6 +46,7 @@ __all__ = [
     "layout_override",
     "parse_layer",
     "patch_grid",
+    "pooled_reason",
     "resolve_module",
     "token_segments",
 ]
@@ -67,7 +69,7 @@ _CHANNELS_FIRST = (
     nn.PixelShuffle,
     nn.Dropout2d,
 )
-_GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 @dataclass(frozen=True)
@@ -403,6 +405,11 @@ def analyze_output(
     return f"{output.dim()}-D output {shape} is not supported (2-D feature maps or tokens only)"
 
 
+def pooled_reason(shape: Sequence[int]) -> str:
+    """Why a 1×1 map that follows a global pooling cannot be a target."""
+    return f"spatial size is 1×1 {tuple(shape)}: after global pooling — choose an earlier layer"
+
+
 def _map_view(
     element: int | None,
     shape: tuple[int, ...],
@@ -432,8 +439,8 @@ def _map_view(
         layout = "nhwc" if last else "nchw"
     h, w = (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])
     if h * w == 1:
-        if isinstance(module, _GLOBAL_POOLS):
-            return f"spatial size is 1×1 {shape}: after global pooling — choose an earlier layer"
+        if isinstance(module, GLOBAL_POOLS):
+            return pooled_reason(shape)
         return Undecided.make(
             f"spatial size is 1×1 {shape}: after a global pooling, or the input "
             f"({describe_sizes(modality_sizes)}) is too small for this layer — choose an "

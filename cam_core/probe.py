@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import OutputView, Undecided, describe_sizes
+from .layers import GLOBAL_POOLS, OutputView, Undecided, describe_sizes, pooled_reason
 
-__all__ = ["settle"]
+__all__ = ["PooledMaps", "settle"]
 
 Key = tuple[str, int]  # (module path, call index)
 Run = Callable[[Mapping[str, torch.Tensor]], Any]
@@ -26,6 +26,28 @@ Run = Callable[[Mapping[str, torch.Tensor]], Any]
 # Errors a model raises when it cannot run at another input size (a fixed Linear after a
 # flatten, timm's image-size assertion, a position embedding of fixed length).
 _SIZE_ERRORS = (RuntimeError, ValueError, AssertionError, IndexError, TypeError)
+
+
+class PooledMaps:
+    """Follows 1×1 maps from a global pooling through one dry run, so that the layers fed by
+    them (a squeeze-excite block, a classifier's norm) need no second run to say why they are
+    1×1.  Outputs are kept referenced for the run, so their ids stay unique."""
+
+    def __init__(self) -> None:
+        self._maps: dict[int, torch.Tensor] = {}
+
+    def check(
+        self, module: nn.Module, args: tuple[Any, ...], output: Any, view: OutputView | str
+    ) -> OutputView | str:
+        """``view``, or the global-pooling reason when this 1×1 map comes from one."""
+        tensor = output[0] if isinstance(output, (tuple, list)) and output else output
+        fed = any(isinstance(a, torch.Tensor) and id(a) in self._maps for a in args)
+        single = isinstance(view, Undecided) and view.kind == "single"
+        if isinstance(tensor, torch.Tensor) and (
+            isinstance(module, GLOBAL_POOLS) or (fed and single)
+        ):
+            self._maps[id(tensor)] = tensor
+        return pooled_reason(view.shape) if fed and single else view
 
 
 class _Stop(Exception):
@@ -146,7 +168,7 @@ def _verdict(
             f"the input is too small for this layer: {describe_sizes(dict(sizes))} gives 1×1 "
             f"({at} gives {h}×{w}) — use larger inputs or an earlier layer"
         )
-    return f"spatial size is 1×1 {first}: after global pooling — choose an earlier layer"
+    return pooled_reason(first)
 
 
 def _unsettled(reason: Undecided, failures: list[str]) -> str:
