@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .adapter import BoundModel, OutputRule, Tap, model_lock, preserved_state
-from .attention import AttentionResult, attention_kind, read_attention
+from .attention import AttentionRecorder, AttentionResult, attention_kind, read_attention
 from .branches import LayerScope, branch_maps, fused_notice, pick_branches, trace_scopes
 from .contributions import probability_drops
 from .errors import CamError, InputError, LayerError, MethodError, ResourceError, TargetError
@@ -317,6 +317,28 @@ class Explainer:
             if info.calls and attention_kind(modules[info.module_path]) is not None
         ]
 
+    def self_attention_layers(self, inputs: Mapping[str, Any] | Batch | None = None) -> list[str]:
+        """The :meth:`attention_layers` whose queries and keys are the same tokens: what
+        :meth:`rollout` can multiply.  One forward (no gradients) on ``inputs`` (as for
+        :meth:`layer_tree`) tells them from cross-attention layers."""
+        batch = self._example_batch(inputs)
+        paths = self.attention_layers(batch)
+        modules, keys = self._attention_modules(paths)
+        with self._guarded(), torch.no_grad(), AttentionRecorder(modules) as recorder:
+            self.model.eval()
+            self._run(batch.tensors)
+        selves = {(c.module, c.call) for c in recorder.calls if c.is_self_attention}
+        return [path for path, key in zip(paths, keys) if key in selves]
+
+    def _attention_modules(
+        self, paths: Sequence[str]
+    ) -> tuple[list[nn.Module], list[tuple[int, int]]]:
+        """The distinct modules of layer ``paths``, and per path (module index, call)."""
+        found = [parse_layer(path) for path in paths]
+        names = list(dict.fromkeys(name for name, _ in found))
+        modules = [resolve_module(self.model, name) for name in names]
+        return modules, [(names.index(name), call or 0) for name, call in found]
+
     def rollout(
         self,
         inputs: Mapping[str, Any] | Batch,
@@ -341,14 +363,12 @@ class Explainer:
         check_rollout_options(head_fusion, discard_ratio)
         batch = self.prepare(inputs)
         paths = list(layers) if layers is not None else self.attention_layers(batch)
-        found = [parse_layer(path) for path in paths]
-        names = list(dict.fromkeys(name for name, _ in found))
-        modules = [resolve_module(self.model, name) for name in names]
-        wanted = None if layers is None else [(names.index(n), c or 0) for n, c in found]
+        modules, keys = self._attention_modules(paths)
         with self._guarded(), torch.no_grad():
             self.model.eval()
+            wanted = None if layers is None else keys
             calls, owners = record_self_attention(modules, wanted, self._run, batch.tensors)
-        label = {(names.index(n), c or 0): path for path, (n, c) in zip(paths, found)}
+        label = dict(zip(keys, paths))
         labels = [label[(c.module, c.call)] for c in calls]
         return rollout_result(calls, owners, batch.display, labels, head_fusion, discard_ratio)
 

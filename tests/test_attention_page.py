@@ -65,6 +65,7 @@ def test_attention_page_lists_the_demo_cross_attention_and_shows_its_key_maps(
     peak = np.unravel_index(maps["texture"].argmax(), maps["texture"].shape)
     assert (peak[0] // 4, peak[1] // 4) == (8, 8)  # 64 px image, 16x16 grid: 4 px per token
     assert any("no self-attention layer" in i.body for i in page.info)  # rollout: not a ViT
+    assert not page.multiselect  # so no rollout controls
 
 
 def test_a_click_on_the_query_image_moves_the_query_and_the_maps(
@@ -140,6 +141,12 @@ def test_rollout_of_a_self_attention_stack_is_shown(
         )
     at.run()
     assert not at.exception, [e.message for e in at.exception]
+    rollout_layers = at.multiselect(key=f"attn_rollout_layers:{vit_spec}")
+    assert rollout_layers.options == [
+        "rgb_stream.block.attn",
+        "depth_stream.block.attn",
+        "joint.attn",
+    ]
     # Every self-attention layer at once: the streams' 65 tokens and the joint 130 cannot chain.
     assert any("different token counts" in i.body for i in at.info)
     at.multiselect(key=f"attn_rollout_layers:{vit_spec}").set_value(["rgb_stream.block.attn"])

@@ -169,3 +169,43 @@ def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_pa
     _settled(page, count, "mine_")
     page.screenshot(path=str(shots / "explorer.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_attention_page_click_moves_the_query(server: str, browser) -> None:
+    page = browser.new_page(viewport={"width": 1500, "height": 1400})
+    page.goto(server, timeout=WAIT_MS)  # a first visit by URL would meet the legacy pages mode
+    page.wait_for_selector(IDLE, timeout=WAIT_MS)
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Attention").click()
+    page.wait_for_url("**/attend", timeout=WAIT_MS)
+    heads = 4  # the demo's fusion.attn: texture and frequency maps, then all 4 heads of each
+    images = 2 + 2 * heads
+    _settled(page, images)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    query = page.locator('[data-testid="stCaptionContainer"]', has_text="query (")
+    assert "query (8, 8)" in query.first.inner_text()  # the centre of the 16x16 grid
+    before = _overlay_sources(page)
+
+    # Click the query image (a component in its own iframe) in its lower-left quarter.
+    picture = page.frame_locator("iframe[title*='streamlit_image_coordinates']").locator("img")
+    picture.wait_for(timeout=WAIT_MS)
+    box = picture.bounding_box()
+    assert box is not None
+    x, y = 0.1 * box["width"], 0.8 * box["height"]
+    picture.click(position={"x": x, "y": y})
+    row, col = int(0.8 * 16), int(0.1 * 16)
+    page.locator(
+        '[data-testid="stCaptionContainer"]', has_text=f"query ({row}, {col})"
+    ).first.wait_for(timeout=WAIT_MS)
+    _settled(page, images)
+    assert _overlay_sources(page)[:2] != before[:2]  # the key maps follow the query
+
+    height = page.evaluate(
+        """() => Math.max(900, ...Array.from(document.querySelectorAll(
+            '[data-testid="stMain"], [data-testid="stAppViewContainer"]'), e => e.scrollHeight))"""
+    )
+    page.set_viewport_size({"width": 1500, "height": min(int(height) + 120, 4000)})
+    _settled(page, images)
+    shots = Path(os.environ.get("CAM_EXPLORER_SCREENSHOT_DIR", ROOT / "results" / "browser"))
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "attention.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0

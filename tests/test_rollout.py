@@ -74,6 +74,7 @@ def test_rollout_of_vit_b_16_equals_the_product_of_its_blocks_attention(vit):
     np.testing.assert_allclose(result.raw, expected.numpy(), rtol=1e-4, atol=1e-6)
     assert result.class_token == 0
     assert result.layers == [f"encoder.layers.encoder_layer_{i}.self_attention" for i in range(12)]
+    assert explainer.self_attention_layers() == result.layers
     cams = result.cams["image"]
     assert cams.shape == (2, SIZE, SIZE) and cams.dtype == np.float32
     np.testing.assert_allclose(cams, _cam_of(expected, SIZE), atol=1e-4)
@@ -151,6 +152,8 @@ def test_rollout_refuses_cross_attention_and_bad_options(three_net):
     modalities.append(Modality("rgb"))
     explainer = Explainer(three_net, modalities, device="cpu")
     inputs = three_input_batch(1)
+    assert explainer.attention_layers(inputs) == ["attn"]
+    assert explainer.self_attention_layers(inputs) == []
     with pytest.raises(LayerError, match="no self-attention layer"):
         explainer.rollout(inputs)
     with pytest.raises(LayerError, match="cross-attention"):

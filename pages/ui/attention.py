@@ -78,7 +78,7 @@ def render() -> None:
     result = _attention(model, explainer, inputs, layer, layer_slot)
     if result is not None:
         _query_view(model, result, colormap, weight)
-    _rollout_view(model, explainer, inputs, layers, colormap, weight)
+    _rollout_view(model, explainer, inputs, colormap, weight)
 
 
 # --------------------------------------------------------------------------------------- inputs
@@ -271,10 +271,23 @@ def _query_view(model: str, result: AttentionResult, colormap: str, weight: floa
                     )
 
 
-def _rollout_view(
-    model: str, explainer: Any, inputs: Inputs, layers: list[str], colormap: str, weight: float
-) -> None:
+def _rollout_view(model: str, explainer: Any, inputs: Inputs, colormap: str, weight: float) -> None:
     st.subheader("Attention rollout", anchor=False)
+    layers = _cached(
+        model, explainer, inputs, "self-attention", {},
+        lambda: explainer.self_attention_layers(inputs.images),
+    )  # fmt: skip
+    if isinstance(layers, CamError):
+        st.error(str(layers), icon=":material/block:")
+        return
+    if not layers:
+        st.info(
+            "This model has no self-attention layer (its attention layers attend from one set "
+            "of tokens to another): rollout applies to ViT-style stacks. The maps above are "
+            "what its attention shows.",
+            icon=":material/info:",
+        )
+        return
     st.caption(
         "Abnar & Zuidema (2020): every self-attention layer's map (heads fused, 0.5·A + 0.5·I, "
         "rows renormalized) multiplied from the first layer to the last; the class token's row "
