@@ -12,7 +12,7 @@ one result whose CAM of each modality comes from that modality's own branch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .adapter import BoundModel, input_sources
-from .layers import OutputView, analyze_output
+from .layers import OutputView, Undecided, analyze_output
 from .result import CamResult
 
 __all__ = [
@@ -71,13 +71,18 @@ def trace_scopes(bound: BoundModel, x: torch.Tensor) -> list[LayerScope]:
             index = calls.get(name, 0)
             calls[name] = index + 1
             view = analyze_output(output, bound.batch, sizes)
-            if not isinstance(view, OutputView):
+            if isinstance(view, Undecided) and view.kind == "layout":
+                # A map either way (channels-first or -last): its sources do not depend on which.
+                tensor = output if view.element is None else output[view.element]
+                split = False
+            elif isinstance(view, OutputView):
+                tensor, split = view.pick(output), view.split
+            else:
                 return
-            tensor = view.pick(output)
             # The node now: an in-place op later (ReLU(inplace=True)) gives the tensor a new one.
             sources = input_sources(tensor, bound.leaves)
             if sources:
-                seen.append((name, index, tensor.grad_fn, frozenset(sources), view.split))
+                seen.append((name, index, tensor.grad_fn, frozenset(sources), split))
 
         return hook
 
@@ -106,8 +111,12 @@ def trace_scopes(bound: BoundModel, x: torch.Tensor) -> list[LayerScope]:
     return scopes
 
 
-def pick_branches(scopes: Sequence[LayerScope], names: Iterable[str]) -> dict[str, str | None]:
+def pick_branches(
+    scopes: Sequence[LayerScope], names: Iterable[str], ready: Collection[str] | None = None
+) -> dict[str, str | None]:
     """``{modality: layer path or None}``: the deepest layer that sees only that modality.
+
+    ``ready`` limits the choice to those layer paths (the layer tree's CAM-ready rows).
 
     Layers that carry all of the modality's influence onward come first; when none does (the
     input also reaches the output another way), the deepest layer of that modality alone that
@@ -115,7 +124,14 @@ def pick_branches(scopes: Sequence[LayerScope], names: Iterable[str]) -> dict[st
     """
     branches: dict[str, str | None] = {}
     for name in names:
-        own = [s for s in scopes if s.sources == {name} and s.reaches and not s.split]
+        own = [
+            s
+            for s in scopes
+            if s.sources == {name}
+            and s.reaches
+            and not s.split
+            and (ready is None or s.path in ready)
+        ]
         carrying = [s for s in own if s.carries]
         chosen = carrying or own
         branches[name] = chosen[-1].path if chosen else None

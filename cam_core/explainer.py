@@ -461,7 +461,8 @@ class Explainer:
                 self.model.eval()
                 first = self.names[0]
                 self._scopes[key] = trace_scopes(self._bound(batch, first), batch.tensors[first])
-        return pick_branches(self._scopes[key], self.names)
+        ready = {row.path for row in self.layer_tree(batch) if row.ready}
+        return pick_branches(self._scopes[key], self.names, ready)
 
     def explain_branches(
         self,
