@@ -34,6 +34,12 @@ PAGES = [
         url_path="attend",
     ),
     st.Page(
+        "pages/compare.py",
+        title="Compare layers and methods",
+        icon=":material/grid_view:",
+        url_path="which-map-to-trust",
+    ),
+    st.Page(
         "pages/about.py",
         title="About / use your own model",
         icon=":material/menu_book:",

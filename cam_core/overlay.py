@@ -19,7 +19,7 @@ import numpy as np
 from .errors import InputError
 from .images import _as_numpy, _display_pixels
 
-__all__ = ["COLORMAPS", "blend", "colorbar", "colorize", "overlay", "to_png"]
+__all__ = ["COLORMAPS", "blend", "colorbar", "colorize", "montage", "outline", "overlay", "to_png"]
 
 #: OpenCV colormaps by lower-case name ("jet", "turbo", "viridis", ...) -> ``cv2.COLORMAP_*``.
 COLORMAPS: dict[str, int] = {
@@ -158,6 +158,49 @@ def colorbar(
         left = int(np.clip(x - text_w / 2, 0, width - text_w))
         cv2.putText(out, text, (left, height + label_h - 2), font, scale, (0, 0, 0), thickness,
                     cv2.LINE_AA)  # fmt: skip
+    return out
+
+
+def outline(
+    images: np.ndarray, masks: Any, color: tuple[int, int, int] = (255, 255, 255)
+) -> np.ndarray:
+    """``images`` uint8 RGB ``(N, H, W, 3)`` with each mask's border drawn 1 px wide in
+    ``color`` (a copy).  ``masks``: bool ``(N, h, w)`` or ``(h, w)``, resized (nearest) to the
+    images; an empty mask draws nothing."""
+    out = np.array(images, dtype=np.uint8, copy=True)
+    masks = np.asarray(masks, dtype=np.uint8)
+    if masks.ndim == 2:
+        masks = np.broadcast_to(masks, (len(out), *masks.shape))
+    height, width = out.shape[1:3]
+    for image, mask in zip(out, masks):
+        if mask.shape != (height, width):
+            mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(image, contours, -1, tuple(int(c) for c in color), 1)
+    return out
+
+
+def montage(images: Sequence[np.ndarray], gap: int = 4, height: int | None = None) -> np.ndarray:
+    """uint8 RGB images side by side on white, ``gap`` px apart: ``(H, sum(W) + gaps, 3)``.
+
+    Each image is resized (bilinear) to ``height`` (default: the tallest), keeping its aspect.
+    """
+    if not images:
+        raise InputError("montage needs at least one image.")
+    height = height or max(image.shape[0] for image in images)
+    tiles = []
+    for image in images:
+        h, w = image.shape[:2]
+        if h != height:
+            size = (max(1, round(w * height / h)), height)
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        tiles.append(image)
+    width = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
+    out = np.full((height, width, 3), 255, np.uint8)
+    left = 0
+    for tile in tiles:
+        out[:, left : left + tile.shape[1]] = tile
+        left += tile.shape[1] + gap
     return out
 
 

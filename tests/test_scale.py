@@ -72,3 +72,28 @@ def test_colorbar_runs_from_the_colormaps_low_to_high_color_with_labels():
     assert (labels < 128).any()  # dark text on the white label strip
     plain = colorbar("jet", ticks=0, width=64, height=4)
     assert plain.shape == (4, 64, 3)
+
+
+def test_outline_draws_the_masks_border_only():
+    from cam_core.overlay import outline
+
+    images = np.zeros((1, 8, 8, 3), np.uint8)
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = True
+    drawn = outline(images, mask, color=(255, 0, 0))
+    red = drawn[0, ..., 0] == 255
+    expected = mask.copy()
+    expected[3:5, 3:5] = False  # the 4x4 square's 1 px border: 12 pixels
+    assert red.tolist() == expected.tolist()
+    assert not images.any()  # a copy: the input is untouched
+    assert not outline(images, np.zeros((8, 8), bool)).any()
+
+
+def test_montage_puts_images_side_by_side_on_white():
+    from cam_core.overlay import montage
+
+    a = np.zeros((4, 3, 3), np.uint8)
+    b = np.full((2, 2, 3), 7, np.uint8)  # resized to height 4: 4x4
+    out = montage([a, b], gap=2)
+    assert out.shape == (4, 3 + 2 + 4, 3)
+    assert not out[:, :3].any() and (out[:, 3:5] == 255).all() and (out[:, 5:] == 7).all()
