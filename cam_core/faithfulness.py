@@ -19,9 +19,10 @@ metrics are offered as they are (``pytorch_grad_cam.metrics``), each with its ow
 * ``"confidence-drop"`` — the drop of the target probability when the input is multiplied by
   the heatmap (grad-cam's ``DropInConfidence``), in ``[0, 1]``, lower is more faithful.
 
-The *baseline* of a modality is ``Modality.baseline`` where the modality has one (a number, one
-value per channel, a tensor that broadcasts to the input, or a function of the input tensor), and
-otherwise zeros of the normalized tensor — the mean input when the modality has a mean and std.
+The *baseline* of a modality is :meth:`Modality.baseline_of`: ``Modality.baseline`` where the
+modality has one (a number, a tensor that broadcasts to the input, or a function of the input
+tensor), otherwise zeros of the normalized tensor — the mean input when the modality has a mean
+and std.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ __all__ = [
     "FAITHFULNESS_METRICS",
     "FaithfulnessMetric",
     "area_under_curve",
-    "baseline_of",
     "evaluate",
     "relevance_order",
 ]
@@ -131,7 +131,7 @@ def evaluate(
     scores: dict[str, np.ndarray] = {}
     for name, cam in maps.items():
         x = batch.tensors[name]
-        baseline = baseline_of(by_name[name], x)
+        baseline = by_name[name].baseline_of(x)
         if info.name in ("deletion", "insertion"):
             curves = []
             for _, samples in (item for item in plan if item[0] == name):
@@ -167,32 +167,6 @@ def area_under_curve(curves: np.ndarray) -> np.ndarray:
     steps = curves.shape[1] - 1
     area = (curves.sum(axis=1) - (curves[:, 0] + curves[:, -1]) / 2) / steps
     return area.astype(np.float32)
-
-
-def baseline_of(modality: Modality, x: torch.Tensor) -> torch.Tensor:
-    """The baseline of ``modality`` for the normalized input ``x`` ``(N, C, H, W)``: same shape.
-
-    ``Modality.baseline`` when set (number, per-channel values, a tensor or array that
-    broadcasts, or a function of ``x``), otherwise zeros (the mean input of a normalized image).
-    """
-    value = getattr(modality, "baseline", None)
-    if value is None:
-        return torch.zeros_like(x)
-    if callable(value):
-        value = value(x)
-    tensor = torch.as_tensor(np.asarray(value, np.float32) if not torch.is_tensor(value) else value)
-    tensor = tensor.to(device=x.device, dtype=x.dtype)
-    if tensor.ndim == 1 and len(tensor) in (1, x.shape[1]):
-        tensor = tensor.view(1, -1, 1, 1)  # one value per channel
-    try:
-        return torch.broadcast_to(tensor, x.shape).clone()
-    except RuntimeError as exc:
-        raise InputError(
-            f"baseline of modality {modality.name!r} has shape {tuple(tensor.shape)}, which does "
-            f"not broadcast to its input {tuple(x.shape)}; give a number, one value per channel, "
-            "or a tensor of the input's shape.",
-            modality=modality.name,
-        ) from exc
 
 
 def _curves(

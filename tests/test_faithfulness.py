@@ -4,7 +4,6 @@ demo a real CAM ranked above a random map."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -81,13 +80,9 @@ def test_steps_split_the_pixels_in_equal_shares_and_target_other_class(pixel_sum
 
 
 def test_faithfulness_uses_the_modality_baseline_when_it_has_one():
-    @dataclass(frozen=True)
-    class WithBaseline(Modality):
-        baseline: float | None = None
-
     explainer = Explainer(
         PixelSum(),
-        [WithBaseline("a", channels=1, baseline=-1.0), Modality("b", channels=1)],
+        [Modality("a", channels=1, baseline=-1.0), Modality("b", channels=1)],
         device="cpu",
     )
     inputs = {"a": torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]), "b": torch.zeros(1, 1, 2, 2)}

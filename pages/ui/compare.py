@@ -358,10 +358,10 @@ def _show_grid(model, explainer, inputs, grid, scores, truth, view, target) -> N
         maps[name], highs[name] = grid_scale(grid, name, view["shared"])
     bars = st.columns(len(names))
     for column, name in zip(bars, names):
-        column.image(
-            colorbar(colormap, 0.0, highs[name], width=240),
-            caption=f"{name}: "
-            + ("raw value, shared across the grid" if view["shared"] else "each map to its max"),
+        column.image(colorbar(colormap, 0.0, highs[name], width=240))
+        column.caption(
+            f"{name}: "
+            + ("raw value, shared across the grid" if view["shared"] else "each map to its max")
         )
     if view["ranked"]:
         ranked = rank_cells(scores, metric, view["focus"], i)
@@ -455,16 +455,21 @@ def _show_table(model, inputs, grid, scores, truth, view, target) -> None:
         rows.append(row)
     st.subheader("Scores", anchor=False)
     hint = f"{_metric_hint(metric)}. " if metric != NO_METRIC else ""
-    st.caption(hint + "Click a column header to sort, a row to inspect that cell below.")
-    event = st.dataframe(
-        pd.DataFrame(rows), key=f"compare_table:{model}", on_select="rerun",
-        selection_mode="single-row", hide_index=True,
+    st.caption(hint + "Click a column header to sort.")
+    st.dataframe(
+        pd.DataFrame(rows), key=f"compare_table:{model}", hide_index=True,
         column_config={c: st.column_config.NumberColumn(format="%.3f") for c in rows[0]
                        if c.endswith((metric, "energy"))},
     )  # fmt: skip
-    picked = event.selection.rows if event is not None else []
-    if picked:
-        _inspect(model, inputs, grid, list(grid)[picked[0]], view, target)
+    cells = list(grid)
+    chosen = st.selectbox(
+        "Inspect a cell (click its image to read the map's value at a point)",
+        [None, *range(len(cells))],
+        key=f"compare_inspect:{model}",
+        format_func=lambda k: "—" if k is None else f"{cells[k][1]} at {cells[k][0]}",
+    )
+    if chosen is not None:
+        _inspect(model, inputs, grid, cells[chosen], view, target)
 
 
 def _inspect(model, inputs, grid, cell, view, target) -> None:
