@@ -86,6 +86,72 @@ def _score_cam(model: nn.Module, target_layers: Sequence[nn.Module]) -> object:
     return cam
 
 
+def _shapley_cam(model: nn.Module, target_layers: Sequence[nn.Module]) -> object:
+    from pytorch_grad_cam import ShapleyCAM
+
+    class _ShapleyCAM(ShapleyCAM):
+        """ShapleyCAM that also runs on a frozen model (``requires_grad_(False)``).
+
+        Its Hessian-vector product differentiates the layer's gradient w.r.t. the activations.
+        When the score is linear in the activations after the layer (a conv, global average,
+        Linear), that gradient is a constant: with frozen parameters it has no autograd graph
+        and grad-cam's ``autograd.grad`` fails.  The product is then zero — what grad-cam itself
+        returns when the parameters require grad (``allow_unused``) — and the weights are the
+        mean gradient.
+        """
+
+        def get_cam_weights(self, input_tensor, target_layer, target_category, activations, grads):
+            if grads is not None and not grads.requires_grad:
+                return grads.detach().float().mean(dim=(2, 3)).cpu().numpy()
+            return super().get_cam_weights(
+                input_tensor, target_layer, target_category, activations, grads
+            )
+
+    return _ShapleyCAM(model, list(target_layers))
+
+
+class _FinerTarget:
+    """Finer-CAM's target around a class target: the class's logit against the classes whose
+    logits are closest to it, weighted by their probabilities (grad-cam's
+    ``FinerWeightedTarget`` with the comparison classes ``FinerCAM`` picks: the 1st to 3rd
+    most similar, ``alpha = 1``).  The class itself is ``base.index``, or the predicted class."""
+
+    def __init__(self, base: object, alpha: float = 1.0) -> None:
+        self.base = base
+        self.alpha = alpha
+
+    @property
+    def index(self) -> int | None:
+        return self.base.index  # type: ignore[attr-defined]
+
+    def __call__(self, output):
+        import torch
+        from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
+
+        self.base(output)  # checks the class and resolves the predicted one
+        main = self.base.index  # type: ignore[attr-defined]
+        logits = output.detach()
+        order = torch.argsort((logits - logits[..., main]).abs(), dim=-1, stable=True).tolist()
+        comparisons = order[1:4]  # order[0] is the class itself
+        if not comparisons:  # one class: nothing to tell it from
+            return self.base(output)
+        return FinerWeightedTarget(main, comparisons, self.alpha)(output)
+
+
+def _finer_cam(model: nn.Module, target_layers: Sequence[nn.Module]) -> object:
+    from pytorch_grad_cam import GradCAM
+
+    class _FinerCAM(GradCAM):
+        """Grad-CAM of Finer-CAM's target (see :class:`_FinerTarget`): the same numbers as
+        grad-cam's ``FinerCAM``, whose own call does not take ready-made class targets."""
+
+        def __call__(self, input_tensor, targets=None, aug_smooth=False, eigen_smooth=False):
+            targets = [_FinerTarget(t) for t in targets] if targets is not None else None
+            return super().__call__(input_tensor, targets, aug_smooth, eigen_smooth)
+
+    return _FinerCAM(model, list(target_layers))
+
+
 def _fullgrad(model: nn.Module, target_layers: Sequence[nn.Module]) -> object:
     from pytorch_grad_cam import FullGrad
 
@@ -153,11 +219,39 @@ _REGISTRY = [
     ),
     MethodInfo(
         "shapleycam",
-        _grad_cam("ShapleyCAM"),
+        _shapley_cam,
         True,
         input_gradient=True,
         cost="1 forward + 2 backward",
         notes="Gradient and Hessian-vector product (Shapley-value view).",
+    ),
+    MethodInfo(
+        "finercam",
+        _finer_cam,
+        True,
+        notes=(
+            "Grad-CAM of the class against its most similar classes: what tells it apart "
+            "(fine-grained classes)."
+        ),
+    ),
+    MethodInfo(
+        "fem",
+        _grad_cam("FEM"),
+        False,
+        cost="1 forward",
+        notes="Channels weighted by how often they exceed mean + 2 std; not class-specific.",
+    ),
+    MethodInfo(
+        "segeigencam",
+        _grad_cam("SegEigenCAM"),
+        True,
+        notes="Principal component of |gradient| × activation, sign-corrected (segmentation).",
+    ),
+    MethodInfo(
+        "randomcam",
+        _grad_cam("RandomCAM"),
+        True,
+        notes="Random channel weights: a baseline to compare other maps with, not evidence.",
     ),
     MethodInfo(
         "fullgrad",
@@ -186,6 +280,11 @@ _ALIASES = {
     "shapley-cam": "shapleycam",
     "full-grad": "fullgrad",
     "gradcamelementwise": "gradcam-elementwise",
+    "finer-cam": "finercam",
+    "seg-eigencam": "segeigencam",
+    "seg-eigen-cam": "segeigencam",
+    "random-cam": "randomcam",
+    "random": "randomcam",
 }
 
 
