@@ -101,6 +101,23 @@ def test_choosing_a_head_shows_that_heads_maps(page: AppTest, heatmaps: list[tup
     assert "frequency · keys · head 2" in captions
 
 
+def test_a_broken_upload_is_named_under_its_uploader_and_the_others_stay(page: AppTest) -> None:
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64), np.uint8), "L").save(png, "PNG")
+    page.file_uploader(key="attn_upload:demo:texture").set_value(
+        [("mine.png", png.getvalue(), "image/png")]
+    )
+    page.file_uploader(key="attn_upload:demo:rgb").set_value(
+        [("broken.png", b"not an image at all", "image/png")]
+    )
+    page.run()
+    assert not page.exception, [e.message for e in page.exception]
+    assert any("broken.png" in e.value for e in page.error)
+    assert page.file_uploader(key="attn_upload:demo:texture").value  # still there
+    assert page.file_uploader(key="attn_upload:demo:frequency") is not None
+    assert page.selectbox(key="attn_sample:demo").disabled  # uploads take over from samples
+
+
 @pytest.fixture
 def vit_spec(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The two-stream ViT example offered by the app (spec named by CAM_EXPLORER_SPEC)."""

@@ -31,11 +31,10 @@ GRID_COLUMNS = 6
 
 @dataclass
 class Inputs:
-    """One sample: an image per modality, with content hashes (cache keys) and file names."""
+    """One sample: an image per modality, with its content hash (the cache key)."""
 
     images: dict[str, list[np.ndarray]] = field(default_factory=dict)
     digests: dict[str, list[str]] = field(default_factory=dict)
-    label: str = ""
 
 
 def render() -> None:
@@ -48,7 +47,7 @@ def render() -> None:
         "place on the query image: the maps show where it attends in every key modality."
     )
     try:
-        layers = _attention_layers(model, explainer)
+        layers = _attention_layers(explainer)
     except CamError as exc:
         st.error(f"The model's layers could not be traced: {exc}", icon=":material/block:")
         return
@@ -82,7 +81,7 @@ def render() -> None:
 
 
 # --------------------------------------------------------------------------------------- inputs
-def _attention_layers(model: str, explainer: Any) -> list[str]:
+def _attention_layers(explainer: Any) -> list[str]:
     # The Explainer keeps its layer tree: only the first call runs the model.
     with st.spinner("Looking for attention layers…"):
         return explainer.attention_layers()
@@ -92,10 +91,20 @@ def _inputs(model: str, explainer: Any) -> Inputs | None:
     """A bundled sample, or one uploaded image per modality (uploads take over when complete)."""
     modalities = explainer.modalities
     samples = common.sample_sets(model)
+    failed = False
     with st.container(border=True):
         chosen = None
         if samples:
-            chosen = st.selectbox("Sample", list(samples), key=f"attn_sample:{model}")
+            uploading = any(
+                st.session_state.get(f"attn_upload:{model}:{m.name}") for m in modalities
+            )
+            chosen = st.selectbox(
+                "Sample",
+                list(samples),
+                key=f"attn_sample:{model}",
+                disabled=uploading,
+                help="Remove your uploads to use the bundled samples again." if uploading else None,
+            )
         with st.expander("Upload your own (one image per modality)", expanded=not samples):
             columns = st.columns(len(modalities))
             files: dict[str, Any] = {}
@@ -112,9 +121,13 @@ def _inputs(model: str, explainer: Any) -> Inputs | None:
                     f"attn_decoded:{model}", upload, modality.channels, modality.name
                 )
                 if decoded.error:
+                    # Under its own uploader; the other uploaders stay (and keep their files).
                     column.error(f"**{decoded.name}**: {decoded.error}", icon=":material/block:")
-                    return None
+                    failed = True
+                    continue
                 files[modality.name] = decoded
+        if failed:
+            return None
         if files:
             missing = [m.name for m in modalities if m.name not in files]
             if missing:
@@ -123,7 +136,6 @@ def _inputs(model: str, explainer: Any) -> Inputs | None:
                     icon=":material/warning:",
                 )
                 return None
-            label = ", ".join(f.name for f in files.values())
         elif chosen is not None:
             files = {
                 m.name: common.sample_image(samples[chosen][m.name], m.channels) for m in modalities
@@ -132,13 +144,11 @@ def _inputs(model: str, explainer: Any) -> Inputs | None:
             if broken:
                 st.error(f"Sample {broken[0].name}: {broken[0].error}", icon=":material/block:")
                 return None
-            label = chosen
         else:
             return None
     return Inputs(
         images={n: [f.image] for n, f in files.items()},
         digests={n: [f.digest] for n, f in files.items()},
-        label=label,
     )
 
 
