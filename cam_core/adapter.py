@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import shutdown
 from .errors import InputError, LayerError
 from .layers import OutputView, Undecided, UndecidedLayer, analyze_output
 from .modality import Modality
@@ -82,6 +83,7 @@ class BoundModel(nn.Module):
         self.batch = 0  # batch size of the current forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shutdown.check()  # a stop request ends even a ScoreCAM run at its next model call
         self.forwards += 1
         self.batch = n = x.shape[0]
         self.leaves = {}

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CamError, InputError, LayerError, MethodError, ModelLoadError
+from . import shutdown
+from .errors import CamError, Cancelled, InputError, LayerError, MethodError, ModelLoadError
 from .overlay import COLORMAPS
 from .session import IMAGE_SUFFIXES, list_samples
 from .sources import TORCHVISION_MODELS, ModelSpec, demo_spec, load_spec, torchvision_spec
@@ -63,7 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.command(args)
+        with shutdown.stop_on_sigterm():
+            return args.command(args)
+    except Cancelled as exc:  # SIGTERM: the model run stopped at its next forward; a clean exit
+        print(_one_line(exc), file=sys.stderr)
+        return 0
     except CamError as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, _USAGE_ERRORS) else 1
@@ -211,6 +216,7 @@ def _explain(args: argparse.Namespace) -> int:
     run = _Run()
     with tqdm(total=len(samples), unit="sample", disable=args.quiet, file=sys.stderr) as bar:
         for start in range(0, len(samples), args.batch_size):
+            shutdown.check()
             chunk = samples[start : start + args.batch_size]
             for group in _same_size_groups(_decode(chunk, modalities, run)):
                 result = explainer.explain(

@@ -14,6 +14,7 @@ __all__ = [
     "ModelLoadError",
     "SpecError",
     "ResourceError",
+    "Cancelled",
 ]
 
 
@@ -55,3 +56,7 @@ class SpecError(ModelLoadError):
 
 class ResourceError(CamError):
     """The computation ran out of memory (GPU or CPU) or another resource."""
+
+
+class Cancelled(CamError):
+    """The computation was stopped on request (the process is shutting down: SIGTERM)."""

@@ -43,6 +43,7 @@ from .rollout import (
     record_self_attention,
     rollout_result,
 )
+from .shutdown import computing
 
 __all__ = ["Explainer"]
 
@@ -542,7 +543,7 @@ class Explainer:
     def _guarded(self) -> Iterator[None]:
         """Lock, autograd on, model state restored, out-of-memory turned into ResourceError."""
         out_of_memory = None
-        with self.lock:
+        with self.lock, computing():
             try:
                 with (
                     preserved_state(self.model),
