@@ -28,6 +28,7 @@ from cam_core.session import (
     decode_input,
     list_samples,
 )
+from pages.ui import upload_fix
 
 __all__ = [
     "DEMO_MODEL",
@@ -49,6 +50,8 @@ __all__ = [
     "sample_sets",
     "upload_limit_mb",
 ]
+
+upload_fix.install()  # before any session clears its queue; see the module
 
 DEMO_MODEL = "demo"
 MODEL_KEY = "model"
