@@ -52,6 +52,9 @@ __all__ = [
 ]
 
 CALL_SEPARATOR = "@"
+# Leading tokens tried after 0 and 1 (class token): class + distillation token, class + 4 or 8
+# registers, 4 or 8 registers alone.
+_EXTRA_PREFIXES = (2, 5, 9, 4, 8)
 LAYOUT_SEPARATOR = ":"
 LAYOUTS = ("nchw", "nhwc")
 
@@ -146,7 +149,9 @@ class OutputView:
             (f"{s.modality} " if s.modality else "") + f"{s.height}×{s.width}"
             for s in self.segments
         )
-        cls = "class token dropped, " if self.prefix else ""
+        cls = {0: "", 1: "class token dropped, "}.get(
+            self.prefix, f"{self.prefix} leading tokens (class, distillation/registers) dropped, "
+        )
         kind = "tokens split per modality" if self.split else "tokens"
         return f"{picked}{kind} → {cls}grid {grids}{how}"
 
@@ -281,8 +286,9 @@ def token_segments(
     """Grid segments for ``length`` tokens, and the number of leading (class) tokens.
 
     Grids come from the inputs' sizes first — one modality's patch grid, with or without a
-    class token, then several modalities' grids concatenated — and only when none fits from a
-    square (a model that resizes its input to a square); :func:`analyze_output` says so.
+    class token, then several modalities' grids concatenated, then one modality's grid after
+    more leading tokens (distillation, registers: ``_EXTRA_PREFIXES``) — and only when none fits
+    from a square (a model that resizes its input to a square); :func:`analyze_output` says so.
     """
     names = list(modality_sizes)
     for prefix in (0, 1):
@@ -311,6 +317,13 @@ def token_segments(
                     return tuple(segments), prefix
                 if total < length - prefix:
                     break
+    # More leading tokens before one modality's patches: a distillation token (DeiT distilled:
+    # 2), register tokens (timm's *_reg4_*: 1 + 4, reg8: 1 + 8; DINOv2 with registers).
+    for prefix in _EXTRA_PREFIXES:
+        for name in names:
+            grid = patch_grid(length - prefix, modality_sizes[name]) if length > prefix else None
+            if grid:
+                return (TokenSegment(prefix, *grid, None),), prefix
     for prefix in (0, 1):
         root = math.isqrt(max(length - prefix, 0))
         if root >= 1 and root * root == length - prefix:

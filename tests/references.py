@@ -42,11 +42,14 @@ class Workaround(nn.Module):
         return getattr(output, "logits", output)
 
 
-def drop_class_token(height: int, width: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """grad-cam's documented ViT reshape: ``(N, 1 + h*w, C)`` → ``(N, C, h, w)``."""
+def drop_class_token(
+    height: int, width: int, leading: int = 1
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """grad-cam's documented ViT reshape: ``(N, 1 + h*w, C)`` → ``(N, C, h, w)``; ``leading``
+    tokens are dropped (2 with DeiT's distillation token, 5 with 4 registers)."""
 
     def reshape(tokens: torch.Tensor) -> torch.Tensor:
-        grid = tokens[:, 1:].reshape(tokens.shape[0], height, width, tokens.shape[2])
+        grid = tokens[:, leading:].reshape(tokens.shape[0], height, width, tokens.shape[2])
         return grid.permute(0, 3, 1, 2)
 
     return reshape

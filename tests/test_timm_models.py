@@ -2,8 +2,9 @@
 
 Small configs and inputs keep this fast (nothing is downloaded).  cam_core gets no reshape; its
 maps are compared with grad-cam given the reshape its documentation prescribes: ViT/DeiT drop
-the class token and lay the patches on their grid, Swin and ConvNeXt blocks are channels-last
-``(N, H, W, C)`` and are permuted, ConvNeXt stages need none.
+the class token (and distillation or register tokens) and lay the patches on their grid, Swin
+and ConvNeXt blocks are channels-last ``(N, H, W, C)`` and are permuted, ConvNeXt stages need
+none.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ VIT = {"img_size": 32, "patch_size": 8, "depth": 2, "num_classes": 3}
 MODELS = {
     "vit": ("vit_tiny_patch16_224", VIT, 32),
     "deit": ("deit_tiny_patch16_224", VIT, 32),
+    # Class + distillation token before the patches.
+    "deit-distilled": ("deit_tiny_distilled_patch16_224", VIT, 32),
+    # Class + 4 register tokens; layer scale 1 instead of DINOv2's 1e-5 init (see ConvNeXt).
+    "vit-reg4": ("vit_small_patch14_reg4_dinov2", {**VIT, "init_values": 1.0}, 32),
     "swin": (
         "swin_tiny_patch4_window7_224",
         {
@@ -59,6 +64,8 @@ CASES = [
     ("vit", "blocks.1.norm1", drop_class_token(4, 4)),  # grad-cam's documented ViT layer
     ("vit", "blocks.0", drop_class_token(4, 4)),
     ("deit", "blocks.1.norm1", drop_class_token(4, 4)),
+    ("deit-distilled", "blocks.1.norm1", drop_class_token(4, 4, leading=2)),
+    ("vit-reg4", "blocks.1.norm1", drop_class_token(4, 4, leading=5)),
     ("swin", "layers.0", channels_last),  # (N, 16, 16, 24)
     ("swin", "layers.1.blocks.0.norm1", channels_last),  # (N, 8, 8, 48)
     ("convnext", "stages.3", None),  # (N, 32, 2, 2)
