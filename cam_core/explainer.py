@@ -471,14 +471,17 @@ class Explainer:
         method: str = "gradcam",
         target: Target | Sequence[Target] = None,
         *,
+        aug_smooth: bool = False,
         eigen_smooth: bool = False,
+        progress: Progress | None = None,
     ) -> CamResult:
         """CAMs with each modality's map taken at its own branch (:meth:`branches`).
 
         ``cams[m]`` equals ``explain(inputs, branches()[m], method, target).cams[m]``; all
         branch layers come from one :meth:`sweep` (one forward and one backward for gradient
-        methods).  ``result.layers`` is ``{modality: layer}``; a modality without a branch of
-        its own gets an empty map and a notice.
+        methods).  With ``aug_smooth``, or a ``progress`` callback for a slow method, each
+        branch layer runs its own :meth:`explain` instead.  ``result.layers`` is ``{modality:
+        layer}``; a modality without a branch of its own gets an empty map and a notice.
         """
         info = get_method(method)
         if not info.uses_layer:
@@ -494,7 +497,16 @@ class Explainer:
                 "no CAM-ready layer of this model sees a single modality (every layer mixes "
                 "them); choose a layer with explain() instead."
             )
-        results = self.sweep(batch, layers, method, target, eigen_smooth=eigen_smooth)
+        if aug_smooth or (progress is not None and info.slow):
+            results = {
+                layer: self.explain(
+                    batch, layer, method, target, aug_smooth=aug_smooth,
+                    eigen_smooth=eigen_smooth, progress=_part(progress, index, len(layers)),
+                )
+                for index, layer in enumerate(layers)
+            }  # fmt: skip
+        else:
+            results = self.sweep(batch, layers, method, target, eigen_smooth=eigen_smooth)
         first = results[layers[0]]
         notices = [
             f"{name}: no CAM-ready layer sees {name} alone, so it has no branch of its own "
@@ -502,7 +514,7 @@ class Explainer:
             for name, layer in branches.items()
             if layer is None
         ]
-        options = {"aug_smooth": False, "eigen_smooth": bool(eigen_smooth)}
+        options = {"aug_smooth": bool(aug_smooth), "eigen_smooth": bool(eigen_smooth)}
         maps = branch_maps(results, branches, self.names)
         result = self._result(
             batch, info, None, maps, first.probabilities, first.targets, notices, options
@@ -1085,6 +1097,13 @@ def _scope_notice(layer: str, record: Any, names: Sequence[str]) -> list[str]:
             "for comparison, not as evidence found in those inputs."
         )
     return notices
+
+
+def _part(progress: Progress | None, index: int, parts: int) -> Progress | None:
+    """``progress`` of part ``index`` of ``parts`` equal parts, reported on the whole."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(index * total + done, parts * total)
 
 
 def _first_call_notice(name: str, calls: int) -> str:

@@ -9,12 +9,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
+from cam_core import demo
 from cam_core.explainer import Explainer
+from pages.ui.explorer import BRANCHES, ONE_LAYER
 
 APP = str(Path(__file__).absolute().parents[1] / "app.py")
 TIMEOUT = 180  # generous: two CPU cores are shared with other test runs
@@ -22,7 +25,8 @@ TIMEOUT = 180  # generous: two CPU cores are shared with other test runs
 
 @pytest.fixture
 def explain_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
-    """Every Explainer.explain call the app makes (layer, method, target), in order."""
+    """Every Explainer.explain (and explain_branches: layer "branches") call the app makes
+    (layer, method, target), in order."""
     calls: list[dict] = []
     original = Explainer.explain
 
@@ -30,7 +34,13 @@ def explain_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
         calls.append({"layer": layer, "method": method, "target": target})
         return original(self, inputs, layer, method, target, **kwargs)
 
+    def branches(self, inputs, method="gradcam", target=None, **kwargs):
+        calls.append({"layer": "branches", "method": method, "target": target})
+        return original_branches(self, inputs, method, target, **kwargs)
+
+    original_branches = Explainer.explain_branches
     monkeypatch.setattr(Explainer, "explain", counting)
+    monkeypatch.setattr(Explainer, "explain_branches", branches)
     return calls
 
 
@@ -231,7 +241,11 @@ def test_zip_download_unzips_to_the_promised_files(
                 assert f"raw/{i:02d}_{m}.npy" in members
     assert settings["model"] == "demo"
     assert settings["colormap"] == "turbo" and settings["image_weight"] == 0.35
-    assert settings["layer"] == app.session_state["layer:demo"]
+    # The demo opens on each modality's own branch: no one layer, a layer per modality.
+    from pages.ui import common
+
+    assert settings["layer"] is None
+    assert settings["layers"] == common.load_model(common.DEMO_MODEL).branches()
     assert settings["method"] == "gradcam" and settings["target"] is None
     assert len(settings["probabilities"]) == 2
     assert settings["inputs"][next(iter(sizes))] == [f"{next(iter(sizes))}_{i}.png" for i in (0, 1)]
@@ -449,3 +463,74 @@ def test_checkpoint_over_the_limit_is_refused_with_the_limit(
     (error,) = app.error
     assert "big.pt" in error.value and "limit is 0.5 MB" in error.value
     assert [image.value for image in app.image] == shown
+
+
+# -- each modality's own branch, and modality contributions ------------------------------------
+
+
+def charts(at: AppTest) -> list:
+    """The data of every contributions chart shown, one DataFrame per sample."""
+    return [
+        pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_pandas()
+        for chart in at.get("vega_lite_chart")
+    ]
+
+
+def test_each_modality_s_own_branch_is_the_default_on_the_demo(app: AppTest) -> None:
+    mode = app.radio(key="layer_mode:demo")
+    assert mode.value == BRANCHES and mode.options == [BRANCHES, ONE_LAYER]
+    result = app.session_state["last:demo"]["result"]
+    branches = demo.load_explainer("cpu").branches()
+    assert result.layers == branches and result.layer is None
+    # Each overlay is its own input's map, not one map resized onto every input.
+    assert not np.allclose(result.cams["rgb"], result.cams["texture"])
+    shown = " ".join(c.value for c in app.caption)
+    assert all(f"`{layer}`" in shown for layer in branches.values())
+    assert result.fused_notice is None and "One map of a fused layer" not in shown
+
+
+def test_one_layer_after_the_fusion_says_once_it_is_one_fused_map(
+    app: AppTest, explain_calls: list[dict]
+) -> None:
+    app.radio(key="layer_mode:demo").set_value(ONE_LAYER).run()
+    assert not app.exception and not app.error
+    assert explain_calls[-1]["layer"] == demo.DEFAULT_LAYER  # head.features: after the fusion
+    fused = [c.value for c in app.caption if c.value.startswith("One map of a fused layer")]
+    assert len(fused) == 1 and demo.DEFAULT_LAYER in fused[0]
+    assert not any("One map of a fused layer" in box.value for box in app.info)  # said once
+
+
+def test_picking_a_layer_row_leaves_the_branches(app: AppTest, explain_calls: list[dict]) -> None:
+    table = app.dataframe[0]
+    rows = table.value
+    pick = int(np.flatnonzero(rows["path"] == "texture_branch.down2")[0])
+    app.session_state[table.key] = {"selection": {"rows": [pick], "columns": []}}
+    app.run()
+    assert not app.exception and not app.error
+    assert app.radio(key="layer_mode:demo").value == ONE_LAYER
+    assert explain_calls[-1]["layer"] == "texture_branch.down2"
+    # Back to the branches (cached: no recompute); the table's layer is kept for later.
+    app.radio(key="layer_mode:demo").set_value(BRANCHES).run()
+    assert app.session_state["last:demo"]["result"].layers["texture"] == "texture_branch"
+    assert app.session_state["layer:demo"] == "texture_branch.down2"
+
+
+def test_contributions_chart_per_sample_shows_explainer_contributions(app: AppTest) -> None:
+    upload_all(app, count=2, seed=5)
+    app.run()
+    assert not app.exception and not app.error
+    shown = charts(app)
+    assert len(shown) == 2  # one chart per sample, next to its overlays
+    # The same PNGs straight to cam_core, for the classes the app explained.
+    explainer = demo.load_explainer("cpu")
+    files = {
+        m.name: [png_bytes((48, 40), "L" if m.channels == 1 else "RGB", 5 + i) for i in range(2)]
+        for m in modalities(app)
+    }
+    targets = app.session_state["last:demo"]["result"].targets
+    expected = explainer.contributions(files, targets)
+    for i, frame in enumerate(shown):
+        assert list(frame["modality"]) == explainer.names
+        np.testing.assert_allclose(
+            frame["drop"], [expected[name][i] for name in explainer.names], atol=1e-5
+        )

@@ -180,6 +180,27 @@ def test_explain_branches_runs_one_forward_and_one_backward(three_modalities) ->
     assert hook_count(counting) == 0
 
 
+def test_explain_branches_with_aug_smooth_equals_explain(three: Explainer) -> None:
+    inputs = three_input_batch(1)
+    result = three.explain_branches(inputs, target=1, aug_smooth=True)
+    assert result.options["aug_smooth"] is True
+    reference = three.explain(inputs, "texture_branch", target=1, aug_smooth=True)
+    np.testing.assert_allclose(result.cams["texture"], reference.cams["texture"], atol=1e-4)
+
+
+def test_explain_branches_of_a_slow_method_reports_progress_on_the_whole(
+    three: Explainer,
+) -> None:
+    inputs = three_input_batch(1)
+    seen: list[tuple[int, int]] = []
+    result = three.explain_branches(inputs, "scorecam", progress=lambda *p: seen.append(p))
+    reference = three.explain(inputs, "texture_branch", "scorecam")
+    np.testing.assert_allclose(result.cams["texture"], reference.cams["texture"], atol=1e-4)
+    # One run per modality and branch layer, counted on the whole; it ends at its total.
+    assert seen[-1][0] == seen[-1][1] == 3 * len(THREE_BRANCHES)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
 def test_explain_branches_refuses_a_method_without_layer(three: Explainer) -> None:
     with pytest.raises(Exception, match="ignores layers"):
         three.explain_branches(three_input_batch(1), "fullgrad")

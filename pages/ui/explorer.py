@@ -86,6 +86,7 @@ def render() -> None:
             "result": result,
             "names": batch.names,
             "target": target,
+            "contributions": _contributions(explainer, batch, result.targets),
         }
     elif last is not None:
         idle = batch.images is None and batch.problem is None
@@ -213,13 +214,16 @@ def _layer_section(model: str, explainer: Any) -> tuple[str | None, Any]:
         st.error(f"The layer tree could not be traced: {exc}", icon=":material/block:")
         return None, st.container()
     by_path = {info.path: info for info in tree}
+    branches = _branch_mode(model, explainer)
     layer_key, gen_key, notice_key = f"layer:{model}", f"layer_gen:{model}", f"layer_notice:{model}"
     if st.session_state.get(layer_key) not in by_path:
         st.session_state[layer_key] = _default_layer(explainer, tree)
     current = st.session_state[layer_key]
     info = by_path.get(current)
-    label = f"Layer: `{current}`" + (
-        f" · {info.type} · {_shape(info.output_shape)}" if info else ""
+    label = (
+        ("One layer for all (not in use): " if branches else "Layer: ")
+        + f"`{current}`"
+        + (f" · {info.type} · {_shape(info.output_shape)}" if info else "")
     )
 
     with st.expander(
@@ -265,6 +269,7 @@ def _layer_section(model: str, explainer: Any) -> tuple[str | None, Any]:
         if chosen.path != current:
             if chosen.ready:
                 st.session_state[layer_key] = chosen.path
+                st.session_state[f"layer_mode_next:{model}"] = ONE_LAYER
             else:
                 # Refused: say why, and reset the table's selection to the current layer.
                 st.session_state[notice_key] = (
@@ -272,7 +277,7 @@ def _layer_section(model: str, explainer: Any) -> tuple[str | None, Any]:
                 )
                 st.session_state[gen_key] = st.session_state.get(gen_key, 0) + 1
             st.rerun()  # the expander label, the table and the cache key follow
-    return current, layer_slot
+    return (BRANCHES if branches else current), layer_slot
 
 
 def _default_layer(explainer: Any, tree: Sequence[Any]) -> str | None:
@@ -400,9 +405,14 @@ def _compute(
 
     try:
         with st.spinner(f"Computing {method} on `{layer}` for {samples} sample(s)…"):
-            result = explainer.explain(
-                batch.images, layer, method, target, progress=progress, **options
-            )
+            if layer == BRANCHES:
+                result = explainer.explain_branches(
+                    batch.images, method, target, progress=progress, **options
+                )
+            else:
+                result = explainer.explain(
+                    batch.images, layer, method, target, progress=progress, **options
+                )
     except CamError as exc:
         if exc.modality in slots:
             slots[exc.modality].error(str(exc), icon=":material/block:")
@@ -420,6 +430,94 @@ def _compute(
     return result, key
 
 
+# ------------------------------------------------ each modality's own branch, and its contribution
+BRANCHES = "each modality's own branch"
+ONE_LAYER = "one layer for all (pick it in the tree below)"
+
+
+def _branch_mode(model: str, explainer: Any) -> dict[str, str | None] | None:
+    """Where to take the CAMs: each modality's own branch, or one layer for all. The branches
+    are the default when every spatially aligned input of a multi-input model has one.
+
+    Returns ``{modality: layer or None}`` when the branches are chosen, else None.
+    """
+    try:
+        branches = explainer.branches()
+    except CamError:  # modalities without a size: no example inputs to trace the graph on
+        return None
+    if len(branches) < 2 or not any(branches.values()):
+        return None
+    key = f"layer_mode:{model}"
+    if f"layer_mode_next:{model}" in st.session_state:  # a row of the layer table was picked
+        st.session_state[key] = st.session_state.pop(f"layer_mode_next:{model}")
+    if st.session_state.get(key) not in (BRANCHES, ONE_LAYER):
+        aligned = [m.name for m in explainer.modalities if m.aligned]
+        st.session_state[key] = BRANCHES if all(branches[n] for n in aligned) else ONE_LAYER
+    mode = st.radio(
+        "Take the CAMs at",
+        [BRANCHES, ONE_LAYER],
+        key=key,
+        horizontal=True,
+        help="Each modality's own branch: the deepest layer that sees only that input, so each "
+        "overlay is that input's own evidence. One layer after the fusion gives one map, drawn "
+        "on every input.",
+    )
+    if mode != BRANCHES:
+        return None
+    st.caption(" · ".join(f"{name}: `{layer or 'none'}`" for name, layer in branches.items()))
+    return branches
+
+
+def _where(result: Any) -> str:
+    """What the overlays were taken at, for the caption above them."""
+    if result.layer:
+        return f"layer `{result.layer}`"
+    if result.layers:
+        return BRANCHES + " (" + ", ".join(f"`{v}`" for v in result.layers.values()) + ")"
+    return "whole model (this method has no layer)"
+
+
+def _zip_layer(result: Any) -> str:
+    return result.layer or ("branches" if result.layers else "model")
+
+
+def _contributions(explainer: Any, batch: Batch, targets: list[int]) -> dict | None:
+    """``{modality: (N,)}`` drop of each sample's class probability with that modality at its
+    baseline; remembered for this session's last inputs (None for one-input models)."""
+    if len(explainer.modalities) < 2:
+        return None
+    key = (id(explainer), tuple(sorted((n, tuple(d)) for n, d in batch.digests.items())))
+    key += (tuple(targets),)
+    memo = st.session_state.setdefault("contributions", {})
+    if key not in memo:
+        try:
+            value = explainer.contributions(batch.images, list(targets))
+        except CamError as exc:
+            st.warning(f"Modality contributions could not be computed: {exc}")
+            return None
+        memo.clear()
+        memo[key] = value
+    return memo[key]
+
+
+def _contribution_chart(drops: dict, i: int) -> None:
+    """Sample ``i``'s contributions as a small horizontal bar chart."""
+    frame = pd.DataFrame(
+        {"modality": list(drops), "drop": [float(values[i]) for values in drops.values()]}
+    )
+    st.bar_chart(
+        frame,
+        x="modality",
+        y="drop",
+        horizontal=True,
+        sort=False,
+        height=60 + 30 * len(frame),
+        x_label="",  # the modality axis (drawn vertically)
+        y_label="probability drop",
+    )
+    st.caption("How much the class's probability drops with that input alone at its baseline.")
+
+
 # -------------------------------------------------------------------------------------- results
 def _show_result(model: str, last: dict, colormap: str, weight: float, originals: bool) -> None:
     result = last["result"]
@@ -428,14 +526,14 @@ def _show_result(model: str, last: dict, colormap: str, weight: float, originals
     st.subheader("Overlays", anchor=False)
     options = ", ".join(k for k, v in dict(result.options).items() if v is True)
     st.caption(
-        (f"layer `{result.layer}`" if result.layer else "whole model (this method has no layer)")
+        _where(result)
         + f" · {result.method} · target: "
         + ("predicted class" if target is None else result.class_name(target))
         + (f" · {options}" if options else "")
     )
-    if result.notices:
+    notices = [n for n in dict.fromkeys(result.notices) if n != result.fused_notice]
+    if notices:
         # One box, not one per sentence: a batch can carry many.
-        notices = list(dict.fromkeys(result.notices))
         st.info("\n".join(f"- {n}" for n in notices), icon=":material/info:")
 
     # The PNG bytes shown are the bytes downloaded (one PNG, or inside the ZIP).
@@ -446,12 +544,18 @@ def _show_result(model: str, last: dict, colormap: str, weight: float, originals
     originals_png = _original_pngs(last) if originals else None
     ranked = top_k(result.probabilities, result.class_name)
     modalities = list(result.cams)
+    drops = last.get("contributions")
+    if result.fused_notice:
+        st.caption(result.fused_notice)  # once, above the overlays it is about
     for i, (target_i, top) in enumerate(zip(result.targets, ranked)):
         prob = float(result.probabilities[i, target_i])
         st.markdown(
             f"**Sample {i + 1}** · top-5: " + " · ".join(f"{name} {p:.1%}" for _, name, p in top)
         )
-        columns = st.columns(len(modalities) * (2 if originals_png else 1))
+        columns = st.columns(len(modalities) * (2 if originals_png else 1) + (1 if drops else 0))
+        if drops:
+            with columns[-1]:
+                _contribution_chart(drops, i)
         for m, name in enumerate(modalities):
             file = names.get(name, [""] * (i + 1))[i] if names else ""
             if originals_png:
@@ -497,7 +601,7 @@ def _show_result(model: str, last: dict, colormap: str, weight: float, originals
         lambda: export.result_zip(
             result, colormap=colormap, image_weight=weight, settings=settings, overlays=pngs
         ),
-        file_name=f"cam_{model}_{result.layer or 'model'}_{result.method}.zip".replace("/", "_"),
+        file_name=f"cam_{model}_{_zip_layer(result)}_{result.method}.zip".replace("/", "_"),
         mime="application/zip",
         key="download_zip",
         on_click="ignore",
