@@ -159,8 +159,14 @@ class BoundModel(nn.Module):
             record.segment = segment
             tensor = view.pick(output)
             # Looked up at call time: AblationCAM swaps self.tap for its ablation layer.
-            tapped = (tap if tap is not None else self.tap)(view.to_map(tensor, segment))
+            through = tap if tap is not None else self.tap
+            tapped = through(view.to_map(tensor, segment))
             written = view.from_map(tensor, tapped, segment)
+            ablated = getattr(through, "ablated", None)
+            if ablated is not None and view.prefix:
+                # AblationCAM: the class token loses the channel too (grad-cam's documented
+                # ViT usage ablates the whole token tensor, AblationLayerVit).
+                written = view.ablate_prefix(written, tapped, ablated)
             if view.layout in ("nchw", "nhwc"):
                 # The model goes on with a copy: an in-place op after the layer (`out += x`, an
                 # in-place ReLU) must not change the activation the map is computed from.

@@ -199,6 +199,16 @@ class OutputView:
         merged = torch.cat([tokens[:, : seg.start], grid, tokens[:, end:]], dim=1)
         return merged.transpose(0, 1) if self.layout == "tokens-seq-first" else merged
 
+    def ablate_prefix(
+        self, tensor: torch.Tensor, fmap: torch.Tensor, channels: Sequence[int]
+    ) -> torch.Tensor:
+        """``tensor`` (tokens, from :meth:`from_map`) with row ``i``'s leading (class) tokens
+        set, in channel ``channels[i]``, to the value ``fmap`` holds there (the ablated one)."""
+        tokens = self._batch_first(tensor).clone()
+        for i, channel in enumerate(channels):
+            tokens[i, : self.prefix, channel] = fmap[i, channel].reshape(-1)[0]
+        return tokens.transpose(0, 1) if self.layout == "tokens-seq-first" else tokens
+
     def _batch_first(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.transpose(0, 1) if self.layout == "tokens-seq-first" else tensor
 

@@ -71,10 +71,19 @@ def _ablation_cam(model: nn.Module, target_layers: Sequence[nn.Module]) -> objec
     from pytorch_grad_cam import AblationCAM
     from pytorch_grad_cam.ablation_layer import AblationLayer
 
+    class _AblationLayer(AblationLayer):
+        """grad-cam's ablation layer that also tells which channel each row ablates
+        (``ablated``): at a token layer the routing hook ablates that channel in the class
+        token too, as grad-cam's ``AblationLayerVit`` does on the whole token tensor."""
+
+        def __call__(self, x):
+            self.ablated = [int(self.indices[i]) for i in range(self.activations.size(0))]
+            return super().__call__(x)
+
     # grad-cam's default ablation layer is one instance shared by every AblationCAM (a mutable
     # default argument): a fresh one keeps two models in two threads apart.
     return AblationCAM(
-        model, list(target_layers), ablation_layer=AblationLayer(), batch_size=PERTURBATION_BATCH
+        model, list(target_layers), ablation_layer=_AblationLayer(), batch_size=PERTURBATION_BATCH
     )
 
 

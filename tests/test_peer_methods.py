@@ -17,6 +17,7 @@ from torch import nn
 
 from cam_core import Explainer, Modality
 from cam_core.methods import METHODS
+from tests.conftest import TokenBlock
 
 
 class SmallNet(nn.Module):
@@ -137,3 +138,50 @@ def test_shapleycam_runs_on_a_frozen_model_and_equals_grad_cam_unfrozen():
         gradcam = cam(x, [ClassifierOutputTarget(4)] * 2)
     np.testing.assert_allclose(result.cams["rgb"], gradcam, atol=1e-4)
     assert all(not p.requires_grad for p in frozen.parameters())
+
+
+class ClassTokenViT(nn.Module):
+    """Class token + 8×8 patches, two token blocks, the head reads the class token only (as
+    a ViT does): what the class token carries after the first block matters."""
+
+    def __init__(self, width: int = 12, classes: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, width, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, width))
+        self.block = TokenBlock(width)
+        self.attn = nn.MultiheadAttention(width, 2, batch_first=True)
+        self.last = TokenBlock(width)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)
+        tokens = self.block(tokens)
+        normed = self.last.norm(tokens)
+        tokens = tokens + self.attn(normed, normed, normed)[0]
+        return self.head(self.last(tokens)[:, 0])
+
+
+def test_ablationcam_at_class_token_layer_equals_grad_cam_vit_usage():
+    from pytorch_grad_cam import AblationCAM
+    from pytorch_grad_cam.ablation_layer import AblationLayerVit
+
+    torch.manual_seed(4)
+    model = ClassTokenViT().eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+
+    def reshape(tokens):  # grad-cam's vit_example.py: drop the class token, 8×8 grid
+        return tokens[:, 1:].reshape(tokens.shape[0], 8, 8, tokens.shape[2]).permute(0, 3, 1, 2)
+
+    result = Explainer(model, [Modality("rgb")], device="cpu").explain(
+        {"rgb": x}, "block", "ablationcam", target=[0, 2]
+    )
+    cam = AblationCAM(
+        model, [model.block], reshape_transform=reshape, ablation_layer=AblationLayerVit()
+    )
+    try:
+        expected = cam(x, [ClassifierOutputTarget(0), ClassifierOutputTarget(2)])
+    finally:
+        cam.activations_and_grads.release()
+    np.testing.assert_allclose(result.cams["rgb"], expected, atol=1e-3)
+    assert expected.max() > 0.99
