@@ -35,6 +35,7 @@ from .layers import (
 )
 from .methods import METHODS, MethodInfo, get_method
 from .modality import Batch, Modality, prepare_inputs
+from .multilayer import average_layers
 from .probe import PooledMaps, settle
 from .result import CamResult
 from .rollout import (
@@ -135,7 +136,7 @@ class Explainer:
     def explain(
         self,
         inputs: Mapping[str, Any] | Batch,
-        layer: str | None = None,
+        layer: str | Sequence[str] | None = None,
         method: str = "gradcam",
         target: Target | Sequence[Target] = None,
         *,
@@ -150,7 +151,8 @@ class Explainer:
                 modalities' order, see :meth:`prepare`.
             layer: dotted module path (``"layer4"``, ``"encoder@1"`` for a module's second
                 call; ``"stages.0:nhwc"`` says a 4-D output is channels-last, ``":nchw"``
-                channels-first); defaults to ``default_layer``.  Ignored by FullGrad.
+                channels-first); defaults to ``default_layer``.  Ignored by FullGrad.  A list
+                of layers gives one map averaged over them, as grad-cam's ``target_layers``.
             method: one of :meth:`methods`.
             target: class to explain: None = predicted class, an int (or class name), or one
                 per sample.
@@ -158,6 +160,12 @@ class Explainer:
             eigen_smooth: first principal component of the weighted activations.
             progress: called as ``progress(done, total)`` after each model run.
         """
+        if isinstance(layer, (list, tuple)):
+            # grad-cam's target_layers list: one map averaged over the layers.
+            batch = self.prepare(inputs)
+            options = {"aug_smooth": aug_smooth, "eigen_smooth": eigen_smooth}
+            results = [self.explain(batch, one, method, target, **options) for one in layer]
+            return average_layers(results)
         info = get_method(method)
         batch = self.prepare(inputs)
         targets = self._check_targets(target, batch.size)

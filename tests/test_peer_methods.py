@@ -185,3 +185,30 @@ def test_ablationcam_at_class_token_layer_equals_grad_cam_vit_usage():
         cam.activations_and_grads.release()
     np.testing.assert_allclose(result.cams["rgb"], expected, atol=1e-3)
     assert expected.max() > 0.99
+
+
+@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+def test_list_of_layers_gives_grad_cams_average_over_target_layers(method):
+    from pytorch_grad_cam import LayerCAM
+
+    from tests.conftest import ConcatWorkaround, ThreeInputNet, three_input_batch
+
+    torch.manual_seed(0)
+    model = ThreeInputNet()
+    inputs = three_input_batch(n=2)
+    modalities = [Modality("texture", channels=1), Modality("frequency", channels=1)]
+    modalities.append(Modality("rgb"))
+    layers = ["rgb_branch", "texture_branch.2", "fuse"]
+    result = Explainer(model, modalities, device="cpu").explain(inputs, layers, method, target=1)
+    assert result.layer == "rgb_branch + texture_branch.2 + fuse"
+
+    modules = [dict(model.named_modules())[name] for name in layers]
+    x = torch.cat([inputs["texture"], inputs["frequency"], inputs["rgb"]], dim=1)
+    cls = GradCAM if method == "gradcam" else LayerCAM
+    with cls(ConcatWorkaround(model), modules) as cam:
+        expected = cam(x, [ClassifierOutputTarget(1)] * 2)
+    for name in ("texture", "frequency", "rgb"):
+        np.testing.assert_allclose(result.cams[name], expected, atol=1e-3)
+    # Not any one layer's map.
+    single = Explainer(model, modalities, device="cpu").explain(inputs, "fuse", method, target=1)
+    assert np.abs(single.cams["rgb"] - expected).max() > 0.05
