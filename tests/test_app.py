@@ -534,3 +534,13 @@ def test_contributions_chart_per_sample_shows_explainer_contributions(app: AppTe
         np.testing.assert_allclose(
             frame["drop"], [expected[name][i] for name in explainer.names], atol=1e-5
         )
+
+
+def test_a_method_without_layer_runs_while_the_branches_are_chosen(
+    app: AppTest, explain_calls: list[dict]
+) -> None:
+    assert app.radio(key="layer_mode:demo").value == BRANCHES
+    app.selectbox(key="method:demo").set_value("fullgrad").run()
+    assert not app.exception and not app.error
+    assert explain_calls[-1] == {"layer": None, "method": "fullgrad", "target": None}
+    assert len(app.image) == len(modalities(app))

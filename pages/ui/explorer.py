@@ -405,13 +405,18 @@ def _compute(
 
     try:
         with st.spinner(f"Computing {method} on `{layer}` for {samples} sample(s)…"):
-            if layer == BRANCHES:
+            if layer == BRANCHES and info.uses_layer:
                 result = explainer.explain_branches(
                     batch.images, method, target, progress=progress, **options
                 )
-            else:
+            else:  # a method without a layer (FullGrad) ignores the branches too
                 result = explainer.explain(
-                    batch.images, layer, method, target, progress=progress, **options
+                    batch.images,
+                    None if layer == BRANCHES else layer,
+                    method,
+                    target,
+                    progress=progress,
+                    **options,
                 )
     except CamError as exc:
         if exc.modality in slots:
