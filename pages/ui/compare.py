@@ -375,7 +375,7 @@ def _show_grid(model, explainer, inputs, grid, scores, truth, view, target) -> N
         return
     methods = list(dict.fromkeys(method for _, method in grid))
     layers = list(dict.fromkeys(layer for layer, _ in grid))
-    widths = [1] + [2] * len(methods)
+    widths = [1.4] + [2] * len(methods)
     for column, method in zip(st.columns(widths)[1:], methods):
         column.markdown(f"**{method}**")
     for layer in layers:
