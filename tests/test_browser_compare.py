@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.app_server import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
+from tests import test_browser
+from tests.app_server import ROOT
 
 pytestmark = pytest.mark.browser
+# The explorer's browser test's fixtures: `streamlit run app.py` (one per module) and Chromium.
+server, browser = test_browser.server, test_browser.browser
 
 WAIT_MS = 300_000  # 16 cells and their scores on two shared CPU cores: generous, never sleep
 SETTLED = """(buttons) => {
@@ -27,28 +29,6 @@ SETTLED = """(buttons) => {
         .filter(b => b.innerText.includes('Open in explorer'));
     return open.length === buttons;
 }"""
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    with streamlit_server(120) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        if os.environ.get("CAM_EXPLORER_SKIP_BROWSER") == "1":
-            pytest.skip(f"CAM_EXPLORER_SKIP_BROWSER=1 and {CHROMIUM} is missing")
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's Chromium (scripts/test.sh does).")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _settled(page, buttons: int) -> None:
