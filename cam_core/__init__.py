@@ -29,6 +29,7 @@ from .modality import Batch, Modality
 from .overlay import COLORMAPS, overlay
 from .result import CamResult
 from .rollout import RolloutResult
+from .segmentation import Region
 from .sources import ModelSpec, available_models, load_spec, torchvision_spec
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Modality",
     "ModelLoadError",
     "ModelSpec",
+    "Region",
     "ResourceError",
     "RolloutResult",
     "SpecError",

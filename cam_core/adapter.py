@@ -35,6 +35,7 @@ __all__ = [
     "describe_output",
     "input_sources",
     "model_lock",
+    "pick_output",
     "preserved_state",
     "select_logits",
 ]
@@ -258,7 +259,8 @@ def select_logits(output: Any, rule: OutputRule = None) -> torch.Tensor:
     ``rule``: an index (tuple/list), a key (dict) or attribute name (object), or a callable
     taking the output.  Default: a tensor as is; else a ``logits`` key or attribute; else the
     first tensor of a tuple, list, dict or dataclass.  A 1-D output ``(N,)`` is one logit per
-    sample and becomes ``(N, 1)``.
+    sample and becomes ``(N, 1)``; dense segmentation logits ``(N, K, H, W)`` are summed over
+    the image (see :mod:`cam_core.segmentation`).
     """
     picked = _apply_rule(output, rule)
     if not isinstance(picked, torch.Tensor):
@@ -269,12 +271,23 @@ def select_logits(output: Any, rule: OutputRule = None) -> torch.Tensor:
         )
     if picked.dim() == 1:
         picked = picked[:, None]
+    if picked.dim() == 4:
+        # Dense (N, K, H, W) logits of a segmentation model: each class over the whole image
+        # (a Region target restricts it to a region).
+        from .segmentation import region_sums
+
+        picked = region_sums(picked)
     if picked.dim() != 2:
         raise InputError(
             f"the logits must be (N, num_classes), got shape {tuple(picked.shape)} from "
             f"{describe_output(output)}. Set output= to pick the classification logits."
         )
     return picked
+
+
+def pick_output(output: Any, rule: OutputRule = None) -> Any:
+    """What ``rule`` picks out of a model's output (a tensor, usually), unchecked."""
+    return _apply_rule(output, rule)
 
 
 def _apply_rule(output: Any, rule: OutputRule) -> Any:

@@ -8,6 +8,7 @@ one request, and the model is left exactly as it was — hooks removed, training
 
 from __future__ import annotations
 
+import copy
 import gc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -44,6 +45,7 @@ from .rollout import (
     record_self_attention,
     rollout_result,
 )
+from .segmentation import Region, RegionScores
 from .shutdown import computing
 
 __all__ = ["Explainer"]
@@ -155,11 +157,18 @@ class Explainer:
                 of layers gives one map averaged over them, as grad-cam's ``target_layers``.
             method: one of :meth:`methods`.
             target: class to explain: None = predicted class, an int (or class name), or one
-                per sample.
+                per sample; for a segmentation model, ``Region(class, mask)``: the class's
+                logits summed over the mask's pixels.
             aug_smooth: average over flips and brightness changes, applied to every modality.
             eigen_smooth: first principal component of the weighted activations.
             progress: called as ``progress(done, total)`` after each model run.
         """
+        if isinstance(target, Region):
+            # A class over a region of a segmentation output: the logits are its region sums.
+            scoped = copy.copy(self)
+            scoped.output = RegionScores(target, self.output)
+            options = {"aug_smooth": aug_smooth, "eigen_smooth": eigen_smooth}
+            return scoped.explain(inputs, layer, method, target.category, **options)
         if isinstance(layer, (list, tuple)):
             # grad-cam's target_layers list: one map averaged over the layers.
             batch = self.prepare(inputs)

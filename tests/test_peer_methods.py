@@ -212,3 +212,59 @@ def test_list_of_layers_gives_grad_cams_average_over_target_layers(method):
     # Not any one layer's map.
     single = Explainer(model, modalities, device="cpu").explain(inputs, "fuse", method, target=1)
     assert np.abs(single.cams["rgb"] - expected).max() > 0.05
+
+
+class TinySegNet(nn.Module):
+    """Dense logits for 4 classes at half the input size, returned as torchvision's
+    segmentation models do: ``{"out": (N, 4, H/2, W/2)}``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        )
+        self.classifier = nn.Sequential(nn.ReLU(), nn.Conv2d(8, 4, 1))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.classifier(self.backbone(x))}
+
+
+@pytest.mark.parametrize(("method", "cls"), [("gradcam", GradCAM), ("hirescam", None)])
+def test_region_target_equals_grad_cam_semantic_segmentation_target(method, cls):
+    from pytorch_grad_cam import HiResCAM
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    from cam_core import Region
+
+    torch.manual_seed(0)
+    model = TinySegNet()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    mask = np.zeros((16, 16), np.float32)
+    mask[4:10, 2:12] = 1.0  # the region, at the output's resolution
+    result = Explainer(model, [Modality("rgb")], device="cpu").explain(
+        {"rgb": x}, "backbone.2", method, target=Region(2, mask)
+    )
+
+    class Dense(nn.Module):  # grad-cam needs the tensor itself
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x)["out"]
+
+    with (cls or HiResCAM)(Dense(), [model.backbone[2]]) as cam:
+        expected = cam(x, [SemanticSegmentationTarget(2, mask)] * 2)
+    np.testing.assert_allclose(result.cams["rgb"], expected, atol=1e-4)
+    assert result.targets == [2, 2]
+    # The same region drawn at the input's size (32×32) is resized to the output's.
+    big = np.kron(mask, np.ones((2, 2), np.float32))
+    again = Explainer(model, [Modality("rgb")], device="cpu").explain(
+        {"rgb": x}, "backbone.2", method, target=Region(2, big)
+    )
+    np.testing.assert_allclose(again.cams["rgb"], expected, atol=1e-4)
+    # Another region gives another map.
+    other = Explainer(model, [Modality("rgb")], device="cpu").explain(
+        {"rgb": x}, "backbone.2", method, target=Region(2, 1.0 - mask)
+    )
+    assert np.abs(other.cams["rgb"] - expected).max() > 0.05
