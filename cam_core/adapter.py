@@ -27,6 +27,7 @@ from . import shutdown
 from .errors import InputError, LayerError
 from .layers import OutputView, Undecided, UndecidedLayer, analyze_output
 from .modality import Modality
+from .model_checks import input_size_error
 
 __all__ = [
     "BoundModel",
@@ -105,7 +106,15 @@ class BoundModel(nn.Module):
                 kwargs[modality.arg] = value
             else:
                 args.append(value)
-        logits = select_logits(self.model(*args, **kwargs), self.output_rule)
+        try:
+            output = self.model(*args, **kwargs)
+        except RuntimeError as exc:
+            sizes = {name: tuple(v.shape[-2:]) for name, v in self.leaves.items()}
+            error = input_size_error(exc, self.modalities, sizes)
+            if error is None:
+                raise
+            raise error from exc
+        logits = select_logits(output, self.output_rule)
         self.last_logits = logits.detach()
         return logits
 

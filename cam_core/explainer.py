@@ -36,6 +36,7 @@ from .layers import (
 )
 from .methods import METHODS, MethodInfo, get_method
 from .modality import Batch, Modality, prepare_inputs
+from .model_checks import check_signature, is_out_of_memory
 from .multilayer import average_layers
 from .probe import PooledMaps, settle
 from .result import CamResult
@@ -80,6 +81,7 @@ class Explainer:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         self.modalities = _check_modalities(modalities)
+        check_signature(model, self.modalities)
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.output = output
@@ -109,8 +111,26 @@ class Explainer:
         """Validate and normalize ``inputs`` (see :func:`~cam_core.modality.prepare_inputs`)."""
         if isinstance(inputs, Batch):
             return inputs
-        with torch.inference_mode(False):
-            return prepare_inputs(self.modalities, inputs, self.device)
+        try:
+            with torch.inference_mode(False):
+                return prepare_inputs(self.modalities, inputs, self.device, self._dtype())
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            reason = _first_line(exc)
+        # Raised outside the except block: the failed allocation's frames are freed first.
+        gc.collect()
+        raise ResourceError(
+            f"out of memory on {self.device} while preparing the inputs ({reason}). Use fewer or "
+            "smaller images; nothing was computed and the next request can run."
+        )
+
+    def _dtype(self) -> torch.dtype:
+        """The model's floating dtype (its first floating parameter or buffer), else float32."""
+        for tensor in (*self.model.parameters(), *self.model.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.float32
 
     def predict(self, inputs: Mapping[str, Any] | Batch) -> np.ndarray:
         """Class probabilities float32 ``(N, num_classes)``."""
@@ -580,14 +600,11 @@ class Explainer:
                     torch.enable_grad(),
                 ):
                     yield
-            except torch.OutOfMemoryError as exc:
-                out_of_memory = str(exc).splitlines()[0]
-                exc.with_traceback(None)  # its frames hold the failed request's tensors
-            except RuntimeError as exc:
-                if "out of memory" not in str(exc) and "can't allocate memory" not in str(exc):
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc):
                     raise
-                out_of_memory = str(exc).splitlines()[0]
-                exc.with_traceback(None)
+                out_of_memory = _first_line(exc)
+                exc.with_traceback(None)  # its frames hold the failed request's tensors
             finally:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -1169,6 +1186,11 @@ def _resolve(targets: list[int | None], logits: torch.Tensor) -> list[int]:
                 f"(0..{classes - 1})."
             )
     return resolved
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _probabilities(logits: torch.Tensor | None) -> np.ndarray:

@@ -191,6 +191,7 @@ def prepare_inputs(
     modalities: Sequence[Modality],
     inputs: Mapping[str, Any] | Sequence[Any],
     device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> Batch:
     """Validate and convert the user's inputs for every modality.
 
@@ -199,6 +200,8 @@ def prepare_inputs(
     ``inputs[name]`` is a normalized tensor ``(N, C, H, W)`` or ``(C, H, W)`` (used as is), or
     images: bytes, a path, a file object, a PIL image, a uint8/float numpy image ``(H, W[, C])``
     or batch ``(N, H, W[, C])``, or a list of those.  Every modality must have the same N.
+    Network tensors come out as ``dtype`` (the model's): a float64/float16/bfloat16 tensor is
+    cast, with a note saying so.
     """
     names = [m.name for m in modalities]
     if isinstance(inputs, (tuple, list)):
@@ -234,11 +237,16 @@ def prepare_inputs(
         if isinstance(value, torch.Tensor):
             tensor = _check_tensor(modality, value)
             display[modality.name] = modality.denormalize(tensor)
+            if tensor.dtype != dtype:
+                notes.append(
+                    f"{modality.name}: {str(tensor.dtype).removeprefix('torch.')} tensor cast "
+                    f"to {str(dtype).removeprefix('torch.')}, the model's dtype"
+                )
         else:
             images = _load_images(modality, value, notes)
             display[modality.name] = images if images.shape[3] == 3 else np.repeat(images, 3, 3)
             tensor = modality.normalize(images)
-        tensors[modality.name] = tensor.to(device)
+        tensors[modality.name] = tensor.to(device=device, dtype=dtype)
     counts = {name: t.shape[0] for name, t in tensors.items()}
     if len(set(counts.values())) > 1:
         found = ", ".join(f"{name}: {n}" for name, n in counts.items())
@@ -281,10 +289,19 @@ def _check_tensor(modality: Modality, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def _as_image_list(value: Any) -> list[Any]:
-    """Split a modality's value into single images."""
+def _as_image_list(value: Any, channels: int = 3) -> list[Any]:
+    """Split a modality's value into single images.
+
+    A 3-D array is one ``(H, W, C)`` image when its last axis is short (up to 8, and shorter
+    than height and width) or equals ``channels``; otherwise a batch ``(N, H, W)`` of grayscale
+    images.  So a 2- or 5-channel image is refused for its channels, not read as a batch of
+    64 one-pixel-wide images.
+    """
     if isinstance(value, np.ndarray):
-        one_image = value.ndim == 2 or (value.ndim == 3 and value.shape[2] in (1, 3, 4))
+        short_last = value.ndim == 3 and value.shape[2] <= min(8, *value.shape[:2])
+        one_image = value.ndim == 2 or (
+            value.ndim == 3 and (value.shape[2] in (1, 3, 4, channels) or short_last)
+        )
         return [value] if one_image else list(value)
     if isinstance(value, (list, tuple)):
         return list(value)
@@ -298,7 +315,7 @@ def _load_images(modality: Modality, value: Any, notes: list[str]) -> np.ndarray
     from .images import load_image
 
     name = modality.name
-    sources = _as_image_list(value)
+    sources = _as_image_list(value, modality.channels)
     if not sources:
         raise InputError(f"{name}: no image given.", modality=name)
     images = []

@@ -9,6 +9,7 @@ a slider move (colormap, image_weight) never calls the model again.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -26,8 +27,12 @@ __all__ = [
     "Decoded",
     "ModelCaches",
     "ResultCache",
+    "RESULT_CACHE_MB",
+    "SESSION_DECODED_MB",
     "bytes_digest",
     "cam_key",
+    "charge",
+    "nbytes",
     "check_upload_size",
     "content_hash",
     "decode_input",
@@ -42,6 +47,40 @@ IMAGE_SUFFIXES = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif")
 
 T = TypeVar("T")
 V = TypeVar("V")
+
+#: Bytes of CAM results one model's cache keeps (all sessions together): 16 demo results take
+#: under 2 MB, one 2000x2000 three-modality result about 29 MB.
+RESULT_CACHE_MB = 256
+#: Decoded pixels one browser session keeps for its uploads: a 115 KB PNG under the 40 MP cap
+#: decodes to 119 MB, so two such files fit and a third is refused with this limit named.
+SESSION_DECODED_MB = 256
+_MB = 1024 * 1024
+
+
+def nbytes(value: Any) -> int:
+    """Bytes held by the arrays and tensors in ``value`` (numpy, torch, and dicts, lists,
+    tuples and objects of them, e.g. a :class:`~cam_core.CamResult`); other data counts 0."""
+    return _nbytes(value, set())
+
+
+def _nbytes(value: Any, seen: set[int]) -> int:
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return int(value.nelement() * value.element_size())
+    if isinstance(value, Mapping):
+        return sum(_nbytes(v, seen) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v, seen) for v in value)
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        return _nbytes(vars(value), seen)
+    if hasattr(value, "__dataclass_fields__"):  # slotted dataclass
+        return sum(_nbytes(getattr(value, f), seen) for f in value.__dataclass_fields__)
+    return 0
 
 
 def content_hash(array: np.ndarray) -> str:
@@ -111,6 +150,30 @@ def decode_input(
     except CamError as exc:
         return Decoded(name, error=str(exc))
     return Decoded(name, image, content_hash(image), tuple(notes))
+
+
+def charge(
+    decoded: Decoded, spent: int, limit_mb: float = SESSION_DECODED_MB
+) -> tuple[Decoded, int]:
+    """Count one decoded upload against a session's budget of decoded pixels.
+
+    Args:
+        spent: bytes of the session's uploads counted so far (in upload order).
+    Returns:
+        ``(decoded, spent + its bytes)``, or, when it does not fit, a :class:`Decoded` with an
+        error and no pixels (so the caller's memo drops them) and ``spent`` unchanged.
+    """
+    if decoded.image is None:
+        return decoded, spent
+    size = decoded.image.nbytes
+    if spent + size <= limit_mb * _MB:
+        return decoded, spent + size
+    error = (
+        f"decoded, it takes {size / _MB:.1f} MB, and this session's other images already take "
+        f"{spent / _MB:.1f} MB; the limit is {limit_mb:g} MB of decoded images per session. "
+        "Remove some files (or downscale this one) and upload it again."
+    )
+    return Decoded(decoded.name, error=error), spent
 
 
 def pair_batches(files: Mapping[str, Sequence[T]], modalities: Sequence[str]) -> dict[str, list[T]]:
@@ -212,17 +275,21 @@ def list_samples(directory: str | Path | None, modalities: Sequence[str]) -> dic
 
 
 class ResultCache(Generic[V]):
-    """A bounded least-recently-used mapping, safe to share between sessions (threads).
+    """A least-recently-used mapping bounded in entries *and* bytes, safe to share between
+    sessions (threads).
 
     One instance is shared by all browser sessions (``st.cache_resource``); keys carry the
-    input content, so one user's hit is never another user's image.
+    input content, so one user's hit is never another user's image.  A value's bytes are those
+    of its arrays and tensors (:func:`nbytes`); one larger than ``max_bytes`` is not kept.
     """
 
-    def __init__(self, max_entries: int = 16) -> None:
+    def __init__(self, max_entries: int = 16, max_bytes: int = RESULT_CACHE_MB * _MB) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._items: OrderedDict[Hashable, V] = OrderedDict()
+        self._sizes: dict[Hashable, int] = {}
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> V | None:
@@ -234,17 +301,34 @@ class ResultCache(Generic[V]):
             return self._items[key]
 
     def put(self, key: Hashable, value: V) -> None:
-        """Store a value, evicting the least recently used beyond ``max_entries``."""
+        """Store a value, evicting the least recently used beyond ``max_entries`` or
+        ``max_bytes``; a value over ``max_bytes`` on its own is not stored."""
+        size = nbytes(value)
         with self._lock:
+            self._items.pop(key, None)
+            self._sizes.pop(key, None)
+            if size > self.max_bytes:
+                return
             self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
+            self._sizes[key] = size
+            while len(self._items) > self.max_entries or self._total() > self.max_bytes:
+                old, _ = self._items.popitem(last=False)
+                del self._sizes[old]
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of every cached value's arrays and tensors."""
+        with self._lock:
+            return self._total()
+
+    def _total(self) -> int:
+        return sum(self._sizes.values())
 
     def clear(self) -> None:
         """Forget everything (e.g. after the model was reloaded)."""
         with self._lock:
             self._items.clear()
+            self._sizes.clear()
 
     def __len__(self) -> int:
         with self._lock:
@@ -259,8 +343,9 @@ class ModelCaches:
     are swapped.
     """
 
-    def __init__(self, max_entries: int = 16) -> None:
+    def __init__(self, max_entries: int = 16, max_bytes: int = RESULT_CACHE_MB * _MB) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._caches: weakref.WeakKeyDictionary[Any, ResultCache] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -269,7 +354,7 @@ class ModelCaches:
         with self._lock:
             cache = self._caches.get(model)
             if cache is None:
-                cache = self._caches[model] = ResultCache(self.max_entries)
+                cache = self._caches[model] = ResultCache(self.max_entries, self.max_bytes)
             return cache
 
     def __len__(self) -> int:

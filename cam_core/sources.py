@@ -40,7 +40,7 @@ from .checkpoint import (
     read_state_dict,
     strip_wrapper_prefix,
 )
-from .errors import CamError, SpecError
+from .errors import CamError, InputError, SpecError
 from .modality import Modality
 
 if TYPE_CHECKING:
@@ -94,6 +94,12 @@ _TORCHVISION_HEADS = {
     "vit_b_16": "heads.head.weight",
     "swin_t": "head.weight",
 }
+# A spec is the user's code: whatever it raises at import or in build_model, SystemExit and other
+# BaseExceptions included, becomes that model's SpecError, and the app keeps serving the other
+# models and sessions.  Except Ctrl-C (KeyboardInterrupt: the person at the terminal wants the
+# process to stop) and GeneratorExit (generator protocol, never an error of the spec).
+_SPEC_FAULTS = BaseException
+_NEVER_CAUGHT = (KeyboardInterrupt, GeneratorExit)
 _SPEC_NAMES = ("build_model", "MODALITIES", "CLASSES", "DEFAULT_LAYER", "OUTPUT", "CHECKPOINT")
 
 
@@ -168,14 +174,17 @@ class ModelSpec:
         modalities, output rule, classes and default layer."""
         from .explainer import Explainer
 
-        return Explainer(
-            model,
-            list(self.modalities),
-            device=device,
-            output=self.output,
-            classes=self.classes_for(model),
-            default_layer=self.default_layer,
-        )
+        try:
+            return Explainer(
+                model,
+                list(self.modalities),
+                device=device,
+                output=self.output,
+                classes=self.classes_for(model),
+                default_layer=self.default_layer,
+            )
+        except InputError as exc:  # MODALITIES that do not fit forward(): the spec's fault
+            raise SpecError(f"{self.source or self.name}: {exc}") from exc
 
     def classes_for(self, model: nn.Module) -> list[str] | None:
         """The class names, unless ``model`` was built with another number of classes."""
@@ -198,7 +207,9 @@ class ModelSpec:
             model = self.build_model(**kwargs)
         except CamError:
             raise
-        except Exception as exc:
+        except _SPEC_FAULTS as exc:
+            if isinstance(exc, _NEVER_CAUGHT):
+                raise
             raise SpecError(
                 f"{self._where(exc)}: build_model() of {self.name!r} raised "
                 f"{type(exc).__name__}: {_one_line(exc)}{self._innermost(exc)}"
@@ -326,8 +337,10 @@ def _import_spec(path: Path) -> Any:
             + (f" in `{exc.text.strip()}`" if exc.text else "")
             + "; fix the file and restart."
         ) from exc
-    except (Exception, SystemExit) as exc:
+    except _SPEC_FAULTS as exc:
         sys.modules.pop(module_name, None)
+        if isinstance(exc, _NEVER_CAUGHT):
+            raise
         line = _line_in(exc, path)
         inner = traceback.extract_tb(exc.__traceback__)
         at = (

@@ -23,6 +23,7 @@ from cam_core.session import (
     IMAGE_SUFFIXES,
     Decoded,
     cam_key,
+    charge,
     decode_input,
     pair_batches,
     top_k,
@@ -109,6 +110,7 @@ def _inputs_section(model: str, explainer: Any, slots: dict[str, Any]) -> Batch:
     # hashes an image again.
     memo: dict[tuple, Decoded] = st.session_state.setdefault(f"decoded:{model}", {})
     used: set[tuple] = set()
+    spent = 0  # bytes of this session's decoded uploads, in upload order
     uploads: dict[str, list[Decoded]] = {}
     failed = False
     with st.container(border=True):
@@ -155,6 +157,8 @@ def _inputs_section(model: str, explainer: Any, slots: dict[str, Any]) -> Batch:
                             limit_mb=limit,
                             modality=modality.name,
                         )
+                    # Bounded in bytes per session: a file over the budget keeps only its error.
+                    memo[key], spent = charge(memo[key], spent)
                     decoded = memo[key]
                     if decoded.error:
                         slots[modality.name].error(
