@@ -24,7 +24,7 @@ __all__ = ["check_signature", "input_size_error", "is_out_of_memory"]
 _P = inspect.Parameter
 _POSITIONAL = (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD)
 # Words of torch's messages for inputs of the wrong size (conv, linear, view, cat, attention).
-_SIZE_WORDS = ("shape", "size", "mat1 and mat2", "dimension", "Expected")
+_SIZE_WORDS = ("shape", "size", "mat1 and mat2", "dimension")
 _FIX = (
     "list one Modality per forward argument, in order, or pass one by keyword with "
     "Modality(name, arg='x_p')"
@@ -91,29 +91,27 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def input_size_error(
     exc: RuntimeError, modalities: Sequence[Modality], sizes: Mapping[str, tuple[int, int]]
 ) -> InputError | None:
-    """An :class:`InputError` for a forward that failed on its input sizes, or None when
-    ``exc`` does not look like one (the caller re-raises it as is).
+    """An :class:`InputError` for a forward that failed on an input's size, or None when
+    ``exc`` does not look like one (the caller re-raises it as is: a bug in the model, whatever
+    its message, is not disguised as the user's input error).
 
-    The modality blamed is the one whose size differs from its ``Modality.size``, else the one
-    whose size differs from the others'; the size it accepts is that declared or common size.
+    It is one when torch's message is about sizes and one modality is out of line: its size
+    differs from its ``Modality.size``, or (three or more modalities) from all the others';
+    the size it accepts is that declared or common size.
     """
     text = str(exc)
-    if is_out_of_memory(exc) or not any(word in text for word in _SIZE_WORDS):
+    if is_out_of_memory(exc) or not any(word in text.lower() for word in _SIZE_WORDS):
+        return None
+    culprit, accepted = _odd_one_out(modalities, sizes)
+    if culprit is None:
         return None
     given = ", ".join(f"{name} {h}×{w}" for name, (h, w) in sizes.items())
-    culprit, accepted = _odd_one_out(modalities, sizes)
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    if culprit is None:
-        hint = (
-            "give each modality the size the model was built for, and set Modality(size=...) "
-            "so images are resized to it"
-        )
-    else:
-        h, w = sizes[culprit]
-        hint = (
-            f"{culprit} is {h}×{w}, but the model takes {accepted[0]}×{accepted[1]}: give "
-            f"{culprit} at that size (images are resized to Modality(size=...), tensors are not)"
-        )
+    first = text.strip().splitlines()[0]
+    h, w = sizes[culprit]
+    hint = (
+        f"{culprit} is {h}×{w}, but the model takes {accepted[0]}×{accepted[1]}: give "
+        f"{culprit} at that size (images are resized to Modality(size=...), tensors are not)"
+    )
     return InputError(
         f"the model cannot take inputs of these sizes ({given}): its forward raised "
         f"{type(exc).__name__}: {first}. Fix: {hint}.",
