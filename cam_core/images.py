@@ -229,7 +229,9 @@ def _refused_format(data: bytes, label: str) -> InputError:
 def _check_pil_format(img: Image.Image, label: str) -> None:
     """A caller's PIL image whose pixels are still to be read from a file of another format
     (EPS: Ghostscript runs on load) is refused; images made in memory have no format."""
-    if img.format is not None and img.format not in ALLOWED_FORMATS and img._im is None:
+    # MPO: Pillow's name for JPEGs holding several pictures (phone cameras), read as JPEG.
+    allowed = (*ALLOWED_FORMATS, "MPO")
+    if img.format is not None and img.format not in allowed and img._im is None:
         raise InputError(
             f"{label} is an unloaded {img.format} file; only {', '.join(ALLOWED_FORMATS)} are "
             "decoded here (EPS and PDF would start an interpreter). Convert it to PNG first."

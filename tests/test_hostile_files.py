@@ -108,3 +108,16 @@ def test_load_image_still_decodes_every_allowed_format(fmt, no_interpreter):
     tolerance = 40 if fmt == "JPEG" else 0
     assert decoded.shape == pixels.shape
     assert np.abs(decoded.astype(int) - pixels).max() <= tolerance
+
+
+def test_load_image_accepts_multi_picture_jpeg_as_bytes_and_as_pil_image(no_interpreter):
+    # Phone cameras write MPO: JPEG with extra pictures; Pillow names its format "MPO".
+    picture = Image.new("RGB", (8, 8), (200, 40, 10))
+    buf = io.BytesIO()
+    picture.save(buf, "MPO", save_all=True, append_images=[picture])
+    opened = Image.open(io.BytesIO(buf.getvalue()))
+    assert opened.format == "MPO"
+    for source in (buf.getvalue(), opened):
+        pixels = load_image(source)
+        assert pixels.shape == (8, 8, 3)
+        assert np.abs(pixels.astype(int) - (200, 40, 10)).max() <= 8
