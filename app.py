@@ -6,13 +6,17 @@ Sets up the page, the model picker shared by all pages, and the navigation. The 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from pages.ui import common
 
-st.set_page_config(
-    page_title="CAM Explorer", page_icon=":material/local_fire_department:", layout="wide"
-)
+# The tab's icon is a file of ours: a ":material/..." page icon makes the browser fetch it from
+# fonts.gstatic.com on every load, and the app serves nothing from outside (the sidebar's
+# Material icons come with Streamlit's own font).
+ICON = Path(__file__).parent / "pages" / "ui" / "icon.png"
+st.set_page_config(page_title="CAM Explorer", page_icon=str(ICON), layout="wide")
 
 # Each url_path differs from its file's name on purpose: because a `pages/` folder exists,
 # Streamlit runs a process's first script run (and every AppTest run) in its legacy
@@ -48,5 +52,7 @@ PAGES = [
 ]
 
 navigation = st.navigation(PAGES)
+common.page_style()
 common.model_picker()
+common.track_page(navigation.url_path)
 navigation.run()

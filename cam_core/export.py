@@ -31,6 +31,7 @@ __all__ = [
     "original_pngs",
     "overlay_png",
     "overlay_pngs",
+    "read_settings",
     "result_zip",
     "settings_dict",
     "zip_names",
@@ -87,8 +88,9 @@ def settings_dict(
     colormap: str,
     image_weight: float,
     inputs: Mapping[str, Sequence[str]] | None = None,
+    samples: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to reproduce a view, JSON-ready.
+    """Everything needed to reproduce a view, JSON-ready (:func:`read_settings` reads it back).
 
     Args:
         result: the CamResult shown.
@@ -96,6 +98,7 @@ def settings_dict(
         target: the requested target: ``None`` = the predicted class of each sample.
         colormap, image_weight: the display settings.
         inputs: per modality, the file names of the inputs, in batch order.
+        samples: the bundled samples explained, when the inputs are samples.
     """
     probabilities = np.asarray(result.probabilities, dtype=np.float64)
     targets = [int(t) for t in result.targets]
@@ -117,7 +120,58 @@ def settings_dict(
         "no_signal": {name: [bool(e) for e in result.empty[name]] for name in result.empty},
         "notices": list(result.notices),
         "inputs": None if inputs is None else {k: list(v) for k, v in inputs.items()},
+        "samples": None if not samples else list(samples),
     }
+
+
+#: What :func:`read_settings` returns, with the JSON types each value must have.
+_VIEW_FIELDS: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "layer": (str, type(None)),
+    "method": (str,),
+    "target": (int, type(None)),
+    "colormap": (str,),
+    "image_weight": (int, float),
+    "options": (dict,),
+    "samples": (list, type(None)),
+}
+
+
+def read_settings(data: bytes | str, source: str = "settings.json") -> dict[str, Any]:
+    """The view a ``settings.json`` (from :func:`settings_dict` or a downloaded ZIP) describes.
+
+    Returns:
+        ``{"model", "layer", "method", "target", "colormap", "image_weight", "options",
+        "samples"}``, the ones the file has (older files lack ``samples``).
+    Raises:
+        InputError: the file is not such a JSON object, or a value has the wrong type.
+    """
+    from .errors import InputError
+
+    try:
+        settings = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(
+            f"{source} is not a settings file (not valid JSON). Load the settings.json of a "
+            "downloaded ZIP."
+        ) from None
+    if not isinstance(settings, dict) or "method" not in settings:
+        raise InputError(
+            f"{source} is not a settings file: it has no method. Load the settings.json of a "
+            "downloaded ZIP."
+        )
+    view = {}
+    for name, types in _VIEW_FIELDS.items():
+        if name not in settings:
+            continue
+        value = settings[name]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise InputError(
+                f"{source}: {name} is {value!r}, which is not a valid {name}. Load the "
+                "settings.json of a downloaded ZIP, or correct that value."
+            )
+        view[name] = value
+    return view
 
 
 def result_zip(

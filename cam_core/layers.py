@@ -48,6 +48,7 @@ __all__ = [
     "patch_grid",
     "pooled_reason",
     "resolve_module",
+    "suggest_layer",
     "token_segments",
 ]
 
@@ -211,6 +212,47 @@ class OutputView:
 
     def _batch_first(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.transpose(0, 1) if self.layout == "tokens-seq-first" else tensor
+
+
+# -- the default layer -----------------------------------------------------------------------------
+
+
+def _positions(info: LayerInfo) -> int:
+    """Spatial positions of a ready layer's map: ``h*w`` of an NCHW/NHWC map (the two smallest
+    non-batch sizes, which ignores the channel count either way), ``L`` of tokens."""
+    shape = info.output_shape or ()
+    if len(shape) == 4:
+        low = sorted(shape[1:])[:2]
+        return low[0] * low[1]
+    return shape[1] if len(shape) == 3 else 0
+
+
+def suggest_layer(tree: Sequence[LayerInfo], preferred: str | None = None) -> str | None:
+    """The layer to show first: ``preferred`` when it is a ready row of ``tree``; otherwise the
+    last CAM-ready layer whose map has spatial extent (more than one position), pooling layers
+    excluded, raised to its enclosing block while the block's output has the same shape: a
+    ResNet's ``layer4`` rather than ``layer4.1.bn2``, a conv block rather than its last ReLU.
+
+    Args:
+        tree: rows of ``Explainer.layer_tree()``, in model order.
+        preferred: a spec's ``DEFAULT_LAYER``.
+    Returns:
+        A row's ``path``, or ``None`` when no row can be a CAM target.
+    """
+    by_path = {info.path: info for info in tree}
+    if preferred in by_path and by_path[preferred].ready:
+        return preferred
+    ready = [i for i in tree if i.ready]
+    spatial = [i for i in ready if _positions(i) > 1 and "Pool" not in i.type]
+    if not spatial:
+        return ready[-1].path if ready else None
+    chosen = spatial[-1]
+    while "." in chosen.module_path:
+        parent = by_path.get(chosen.module_path.rsplit(".", 1)[0])
+        if parent is None or not parent.ready or parent.output_shape != chosen.output_shape:
+            break
+        chosen = parent
+    return chosen.path
 
 
 # -- output analysis -------------------------------------------------------------------------------

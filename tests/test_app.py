@@ -110,7 +110,13 @@ def test_opens_on_the_demo_with_overlays_shown(app: AppTest) -> None:
     # One uploader per modality, labelled with its name, channels and size.
     for m in modalities(app):
         assert m.name in uploader(app, m.name).label
-    assert any("top-5" in md.value for md in app.markdown)
+    # Every class's probability, named as such: "top-5" only when there are more than five.
+    from cam_core import demo
+
+    assert len(demo.CLASSES) <= 5
+    (line,) = [md.value for md in app.markdown if md.value.startswith("**Sample 1**")]
+    assert "probabilities:" in line and "top-" not in line
+    assert line.count("%") == len(demo.CLASSES)
     # The model picker (app.py, shared by all pages) survives reruns.
     app.run()
     assert app.selectbox(key="model").value == "demo"
@@ -171,10 +177,20 @@ def test_upload_over_the_size_limit_is_refused_with_the_limit(app: AppTest) -> N
     assert app.image
 
 
+def open_layer_panel(at: AppTest):
+    """The layer panel's table (sent closed; the browser opens it on a click)."""
+    return at.dataframe[0]
+
+
+def layer_panel(at: AppTest):
+    (panel,) = [e for e in at.expander if e.label.startswith("Layer ")]
+    return panel
+
+
 def test_selecting_a_layer_in_the_tree_recomputes_there(
     app: AppTest, explain_calls: list[dict]
 ) -> None:
-    table = app.dataframe[0]
+    table = open_layer_panel(app)
     rows = table.value
     pick = int(
         np.flatnonzero((rows["path"] != app.session_state["layer:demo"]) & rows["CAM target"])[0]
@@ -189,7 +205,7 @@ def test_selecting_a_layer_in_the_tree_recomputes_there(
 
 
 def test_a_layer_that_cannot_be_a_target_is_refused_with_the_reason(app: AppTest) -> None:
-    table = app.dataframe[0]
+    table = open_layer_panel(app)
     rows = table.value
     current = app.session_state["layer:demo"]
     refused = np.flatnonzero(~rows["CAM target"].astype(bool))
@@ -278,7 +294,7 @@ def test_a_missing_modality_is_named_and_the_result_kept(app: AppTest) -> None:
 def test_choosing_a_target_class_explains_that_class(
     app: AppTest, explain_calls: list[dict]
 ) -> None:
-    target = app.selectbox(key="target:demo")
+    target = app.selectbox(key="target")
     klass = target.options[-1]  # "k: name"
     index = int(klass.split(":")[0])
     target.set_value(index).run()
@@ -288,7 +304,7 @@ def test_choosing_a_target_class_explains_that_class(
 
 
 def test_a_slow_method_runs_with_progress(app: AppTest, explain_calls: list[dict]) -> None:
-    app.selectbox(key="method:demo").set_value("scorecam").run()
+    app.selectbox(key="method").set_value("scorecam").run()
     assert not app.exception and not app.error
     assert explain_calls[-1]["method"] == "scorecam"
     assert len(app.image) == len(modalities(app))
@@ -540,7 +556,205 @@ def test_a_method_without_layer_runs_while_the_branches_are_chosen(
     app: AppTest, explain_calls: list[dict]
 ) -> None:
     assert app.radio(key="layer_mode:demo").value == BRANCHES
-    app.selectbox(key="method:demo").set_value("fullgrad").run()
+    app.selectbox(key="method").set_value("fullgrad").run()
     assert not app.exception and not app.error
     assert explain_calls[-1] == {"layer": None, "method": "fullgrad", "target": None}
     assert len(app.image) == len(modalities(app))
+
+
+# --------------------------------------------------------------- state, URL, settings (issue 11)
+SIZELESS_SPEC = """
+import torch
+from torch import nn
+from cam_core import Modality
+
+MODALITIES = [Modality("rgb"), Modality("depth", channels=1)]
+CLASSES = ["cat", "dog"]
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rgb = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.depth = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+        self.fuse = nn.Sequential(nn.Conv2d(8, 4, 3, stride=2, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, rgb, depth):
+        x = self.fuse(torch.cat([self.rgb(rgb), self.depth(depth)], 1))
+        return self.head(self.pool(x).flatten(1))
+
+
+def build_model():
+    torch.manual_seed(0)
+    return Net()
+"""
+
+
+@pytest.fixture
+def sizeless_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The README's minimal spec shape (no size= on any modality), given to the app the way
+    `streamlit run app.py -- --spec` does; the app's model list is re-read."""
+    from pages.ui import common
+
+    path = tmp_path / "mine.py"
+    path.write_text(SIZELESS_SPEC)
+    monkeypatch.setenv("CAM_EXPLORER_SPEC", str(path))
+    common._available_models.clear()
+    yield path
+    common._available_models.clear()
+
+
+def test_choices_and_uploads_survive_a_visit_to_another_page(
+    app: AppTest, explain_calls: list[dict]
+) -> None:
+    upload_all(app, count=1, seed=21)
+    app.selectbox(key="colormap").set_value("viridis")
+    app.slider(key="image_weight").set_value(0.3)
+    app.selectbox(key="target").set_value(1)
+    app.toggle(key="show_originals").set_value(True)
+    app.run()
+    shown = [image.value for image in app.image]
+    assert len(explain_calls) == 1
+    app.switch_page("pages/about.py").run()
+    assert not app.exception
+    app.switch_page("pages/explorer.py").run()
+    assert not app.exception and not app.error
+    assert app.selectbox(key="colormap").value == "viridis"
+    assert app.slider(key="image_weight").value == pytest.approx(0.3)
+    assert app.selectbox(key="target").value == 1
+    assert app.toggle(key="show_originals").value is True
+    # The uploads are explained again, from the result cache: same pictures, no model call.
+    assert all("_0.png" in c for c in captions(app) if "original" not in c)
+    assert [image.value for image in app.image] == shown
+    assert len(explain_calls) == 1
+    assert any("Kept from before" in c.value for c in app.caption)
+    # Forgetting them goes back to the bundled sample.
+    for m in modalities(app):
+        app.button(key=f"forget:upload:demo:{m.name}").click()
+        app.run()
+    assert not any("_0.png" in c for c in captions(app))
+
+
+def test_the_url_query_reproduces_model_layer_method_target_and_display() -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(
+        {
+            "layer": "rgb_branch",
+            "method": "gradcam++",
+            "target": "1: spliced",
+            "colormap": "viridis",
+            "image_weight": "0.3",
+        }
+    )
+    at.run()
+    assert not at.exception and not at.error
+    assert at.session_state["layer:demo"] == "rgb_branch"
+    assert at.selectbox(key="method").value == "gradcam++"
+    assert at.selectbox(key="target").value == 1
+    assert at.selectbox(key="colormap").value == "viridis"
+    assert at.slider(key="image_weight").value == pytest.approx(0.3)
+    result = at.session_state["last:demo"]["result"]
+    assert (result.layer, result.method, result.targets) == ("rgb_branch", "gradcam++", [1])
+    # The layer (no widget) is written to the URL by the page; widgets' values by the browser
+    # (tests/test_browser.py checks those).
+    assert at.query_params["layer"] in (["rgb_branch"], "rgb_branch")
+
+
+def test_a_downloaded_settings_json_loads_back(
+    app: AppTest, deferred_downloads: dict[str, Callable[[], bytes]]
+) -> None:
+    app.selectbox(key="colormap").set_value("turbo")
+    app.slider(key="image_weight").set_value(0.35)
+    app.selectbox(key="method").set_value("gradcam++")
+    app.selectbox(key="target").set_value(2)
+    app.run()
+    (name,) = [n for n in deferred_downloads if n.endswith(".zip")]
+    with zipfile.ZipFile(io.BytesIO(deferred_downloads[name]())) as archive:
+        settings = archive.read("settings.json")
+    fresh = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    fresh.run()
+    assert fresh.selectbox(key="colormap").value == "jet"
+    fresh.file_uploader(key="settings_upload").set_value(
+        ("settings.json", settings, "application/json")
+    )
+    fresh.run()
+    assert not fresh.exception and not fresh.error
+    assert fresh.selectbox(key="colormap").value == "turbo"
+    assert fresh.slider(key="image_weight").value == pytest.approx(0.35)
+    assert fresh.selectbox(key="method").value == "gradcam++"
+    assert fresh.selectbox(key="target").value == 2
+    shown = fresh.session_state["last:demo"]["result"]
+    assert (shown.method, shown.targets) == ("gradcam++", [2])
+
+
+def test_a_file_that_is_not_a_settings_file_is_refused_plainly(app: AppTest) -> None:
+    app.file_uploader(key="settings_upload").set_value(("notes.json", b"[1, 2", "text/plain"))
+    app.run()
+    assert not app.exception
+    (error,) = [e.value for e in app.error]
+    assert "notes.json is not a settings file" in error and "settings.json" in error
+    assert app.image  # the view stays
+
+
+def test_choosing_the_predicted_class_explicitly_reuses_the_result(
+    app: AppTest, explain_calls: list[dict]
+) -> None:
+    predicted = app.session_state["last:demo"]["result"].targets[0]
+    shown = [image.value for image in app.image]
+    app.selectbox(key="target").set_value(predicted).run()
+    assert not app.exception and not app.error
+    assert explain_calls == []
+    assert [image.value for image in app.image] == shown
+
+
+def test_picking_a_layer_closes_the_panel_and_filtered_rows_show_full_paths(
+    app: AppTest,
+) -> None:
+    table = open_layer_panel(app)
+    rows = table.value
+    assert rows["layer"].str.startswith("\u2003").any()  # the whole tree: indented names
+    app.text_input(key="layer_filter:demo").set_value("conv").run()
+    filtered = app.dataframe[0].value
+    assert len(filtered) < len(rows)
+    assert list(filtered["layer"]) == list(filtered["path"])  # full dotted paths
+    pick = int(np.flatnonzero(filtered["CAM target"])[0])
+    app.session_state[app.dataframe[0].key] = {"selection": {"rows": [pick], "columns": []}}
+    app.run()
+    assert not app.exception
+    path = filtered["path"][pick]
+    assert app.session_state["layer:demo"] == path
+    # A new panel, named for the new layer and closed: the overlays are right under it again.
+    assert f"`{path}`" in layer_panel(app).label
+    assert layer_panel(app).proto.expanded is False
+
+
+def test_the_app_opens_on_the_spec_given_on_the_command_line(sizeless_spec: Path) -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="model").value == "mine"
+
+
+def test_a_spec_without_sizes_lists_layers_and_explains_after_uploads(
+    sizeless_spec: Path,
+) -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception and not at.error
+    # Before any upload: what is needed, in plain words (no internal names).
+    (note,) = [i.value for i in at.info if "layers are listed once" in i.value]
+    assert "`rgb`" in note and "`depth`" in note and "()" not in note
+    at.file_uploader(key="upload:mine:rgb").set_value(
+        ("photo.png", png_bytes((30, 40), "RGB", 1), "image/png")
+    )
+    at.file_uploader(key="upload:mine:depth").set_value(
+        ("depth.png", png_bytes((30, 40), "L", 2), "image/png")
+    )
+    at.run()
+    assert not at.exception and not at.error
+    assert at.session_state["layer:mine"] == "fuse"  # the block, not its ReLU
+    assert len(at.image) == 2
+    result = at.session_state["last:mine"]["result"]
+    assert result.cams["rgb"].shape == (1, 30, 40)

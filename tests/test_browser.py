@@ -25,6 +25,7 @@ pytestmark = pytest.mark.browser
 START_TIMEOUT_S = 120
 WAIT_MS = 180_000  # two CPU cores shared with other test runs: be generous, never sleep
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+MAIN_UPLOADERS = '[data-testid="stMain"] [data-testid="stFileUploader"]'
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +72,22 @@ def _settled(page, images: int, caption: str = "") -> None:
     page.wait_for_function(SETTLED, arg=[images, caption], timeout=WAIT_MS)
 
 
+def _open_inputs(page) -> None:
+    """Open the inputs panel (closed once inputs are chosen) and wait for its uploaders."""
+    page.locator('[data-testid="stExpander"] summary', has_text="Inputs").click()
+    page.locator(MAIN_UPLOADERS).first.wait_for(timeout=WAIT_MS)
+    page.wait_for_selector(IDLE, timeout=WAIT_MS)
+
+
 def _overlay_sources(page) -> list[str]:
     return page.eval_on_selector_all('[data-testid="stImage"] img', "els => els.map(e => e.src)")
 
 
 def _shown_layer(page) -> str:
     """The layer named in the overlays' caption ("layer fusion · gradcam · ...")."""
-    caption = page.locator('[data-testid="stCaptionContainer"]', has_text="layer ").last
-    return caption.inner_text().split(" · ")[0].removeprefix("layer ").strip()
+    caption = page.locator('[data-testid="stCaptionContainer"]', has_text="Overlays").last
+    (part,) = [p for p in caption.inner_text().split(" · ") if p.startswith("layer ")]
+    return part.removeprefix("layer ").strip()
 
 
 def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_path: Path) -> None:
@@ -96,13 +105,14 @@ def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_pa
     page.screenshot(path=str(shots / "explorer-start.png"))
 
     # Upload one file per modality: the demo's last sample, under new names.
+    _open_inputs(page)
     sample = sorted(p for p in Path(demo.SAMPLES_DIR).iterdir() if p.is_dir())[-1]
     for m in modalities:
         path = tmp_path / f"mine_{m.name}.png"
         path.write_bytes((sample / f"{m.name}.png").read_bytes())
-        box = page.locator('[data-testid="stFileUploader"]').filter(has_text=m.name).first
+        box = page.locator(MAIN_UPLOADERS).filter(has_text=m.name).first
         box.locator('input[type="file"]').set_input_files(str(path))
-        box.get_by_text(path.name).wait_for(timeout=WAIT_MS)
+        box.get_by_text(path.name).wait_for(state="attached", timeout=WAIT_MS)
     _settled(page, count, "mine_")  # every overlay now comes from the uploads
 
     # Pick a layer: open the tree, filter it, click the first row's selection box.

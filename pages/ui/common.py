@@ -45,6 +45,10 @@ __all__ = [
     "model_names",
     "model_notice",
     "model_picker",
+    "first_model",
+    "returned_to_page",
+    "track_page",
+    "page_style",
     "result_cache",
     "sample_image",
     "sample_sets",
@@ -152,15 +156,23 @@ def checkpoint_uploader(name: str) -> None:
     why, and the model in use (base weights or the last good checkpoint) stays. Removing the
     file goes back to the base model.
     """
-    sidebar = st.sidebar
     limit = upload_limit_mb(CHECKPOINT_LIMIT_MB)
+    key = f"checkpoint_upload:{name}"
+    loaded = checkpointed(name)
+    # In a closed panel unless a file is in it: the sidebar's settings stay above the fold.
+    sidebar = st.sidebar.expander(
+        f"Checkpoint: `{loaded.file_name}`" if loaded else "Checkpoint: base weights",
+        expanded=st.session_state.get(key) is not None,
+        icon=":material/upload_file:",
+    )
     upload = sidebar.file_uploader(
-        "Checkpoint (.pt/.pth state_dict)",
+        "State_dict (.pt, .pth, .ckpt, .bin)",
         type=CHECKPOINT_TYPES,
-        key=f"checkpoint_upload:{name}",
+        key=key,
         help=CHECKPOINT_HELP,
         max_upload_size=max(1, math.ceil(limit)),  # the browser's check; ours is below
     )
+    sidebar.caption(f"Up to {limit:g} MB per file · {', '.join(CHECKPOINT_TYPES).upper()}")
     state_key, failed_key = _checkpoint_key(name), f"checkpoint_failed:{name}"
     # Another model's uploader is gone (Streamlit drops unrendered widgets): so is its model.
     for key in [
@@ -241,27 +253,90 @@ def _base_layer_tree(name: str) -> list:
     return load_model(name).layer_tree()
 
 
-def layer_tree(name: str) -> list:
-    """The layer tree of the model this session uses (one forward on dummy inputs), computed
-    once per model: a checkpoint may change output shapes (another number of classes)."""
+def layer_tree(name: str, inputs: dict[str, list] | None = None) -> list:
+    """The layer tree of the model this session uses, computed once per model (a checkpoint
+    may change output shapes: another number of classes).
+
+    Args:
+        inputs: example images per modality, for a model with an input of no fixed size (its
+            layers' shapes follow the images; the Explainer keeps one tree per input size).
+            ``None``: traced on zeros of each modality's size.
+    """
     loaded = checkpointed(name)
-    if loaded is not None:
-        with st.spinner("Tracing the model's layers…"):
-            return loaded.explainer.layer_tree()  # the Explainer keeps its own tree
-    return _base_layer_tree(name)
+    if loaded is None and inputs is None:
+        return _base_layer_tree(name)
+    explainer = loaded.explainer if loaded is not None else load_model(name)
+    with st.spinner("Tracing the model's layers…"):
+        return explainer.layer_tree(inputs)  # the Explainer keeps its own trees
+
+
+def first_model() -> str:
+    """The model a session opens on: the first spec file given (``--spec`` or
+    ``CAM_EXPLORER_SPEC``), else the demo."""
+    given = sources.spec_paths_from(sys.argv[1:], os.environ)
+    names = model_names()
+    specs = [n for n in names[1 : 1 + len(given)] if n not in sources.TORCHVISION_MODELS]
+    return specs[0] if specs else names[0]
 
 
 def model_picker() -> str:
-    """Sidebar select box of the available models; returns the chosen name."""
+    """Sidebar select box of the available models (in the URL: ``?model=...``), and the
+    checkpoint uploader in a panel under it; returns the chosen name."""
     names = model_names()
     if st.session_state.get(MODEL_KEY) not in names:
-        st.session_state[MODEL_KEY] = names[0]
+        st.session_state[MODEL_KEY] = first_model()
     name = st.sidebar.selectbox(
-        "Model", names, key=MODEL_KEY, help="Add your own with `--spec` (see About)."
+        "Model",
+        names,
+        key=MODEL_KEY,
+        bind="query-params",
+        help="Add your own with `--spec` (see About).",
     )
     if not isinstance(_available_models().get(name), CamError):
         checkpoint_uploader(name)
     return name
+
+
+#: The browser's own per-file line in a drop zone ("1GB per file" for our 600 MB: it rounds to
+#: whole units) is hidden; each uploader states its real limit in a caption under it.
+_STYLE = """<style>
+[data-testid="stFileUploaderDropzoneInstructions"] { display: none; }
+</style>"""
+#: Below this width (px) the sidebar starts closed, once per browser tab: open, it would cover
+#: half of the overlays. Streamlit's own rule only closes it below 768 px.
+NARROW_PX = 1000
+_NARROW_SIDEBAR = f"""<script>
+(() => {{
+  const doc = window.parent ? window.parent.document : document;
+  if (window.innerWidth >= {NARROW_PX} || sessionStorage.getItem("cam-sidebar-closed")) return;
+  sessionStorage.setItem("cam-sidebar-closed", "1");
+  const close = (tries) => {{
+    const button = doc.querySelector('[data-testid="stSidebarCollapseButton"] button');
+    if (button) {{ button.click(); return; }}
+    if (tries > 0) requestAnimationFrame(() => close(tries - 1));
+  }};
+  close(600);
+}})();
+</script>"""
+
+
+def page_style() -> None:
+    """What every page needs on the browser side: the upload style, a closed sidebar on
+    narrow screens. Nothing is loaded from outside."""
+    st.html(_STYLE)
+    st.html(_NARROW_SIDEBAR, unsafe_allow_javascript=True)
+
+
+def track_page(page: str) -> None:
+    """Note the page this run shows (app.py calls it on every run): see :func:`returned_to_page`."""
+    previous = st.session_state.get("page")
+    st.session_state["page"] = page
+    st.session_state["page_changed"] = previous is not None and previous != page
+
+
+def returned_to_page() -> bool:
+    """Whether this run is the first on this page after another page was shown."""
+    return bool(st.session_state.get("page_changed"))
 
 
 def current_model() -> str:

@@ -8,6 +8,7 @@ only re-blend the cached CAM.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ import streamlit as st
 
 from cam_core import CamError, InputError, LayerError, export
 from cam_core.errors import MethodError, TargetError
+from cam_core.layers import suggest_layer
 from cam_core.overlay import COLORMAPS
 from cam_core.session import (
     IMAGE_SUFFIXES,
@@ -31,6 +33,13 @@ from cam_core.session import (
 from pages.ui import common
 
 PREDICTED = "predicted"
+SAMPLES_KEY = "samples"
+LAYER_PARAM = "layer"
+STOPPED_KEY = "stopped"
+METHOD_KEY, TARGET_KEY = "method", "target"
+COLORMAP_KEY, WEIGHT_KEY = "colormap", "image_weight"
+#: Height of the layer table (px): about ten rows.
+TABLE_HEIGHT = 390
 
 
 @dataclass
@@ -41,22 +50,25 @@ class Batch:
     names: dict[str, list[str]] = field(default_factory=dict)
     digests: dict[str, list[str]] = field(default_factory=dict)
     problem: str | None = None
+    samples: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, files: dict[str, list[Decoded]]) -> Batch:
+    def of(cls, files: dict[str, list[Decoded]], samples: Sequence[str] = ()) -> Batch:
         return cls(
             images={n: [f.image for f in fs] for n, fs in files.items()},
             names={n: [f.name for f in fs] for n, fs in files.items()},
             digests={n: [f.digest for f in fs] for n, fs in files.items()},
+            samples=list(samples),
         )
 
 
 def render() -> None:
-    """The explorer page."""
+    """The explorer page: overlays first; inputs and layer in collapsible panels above them,
+    method, target and display settings in the sidebar."""
     model = common.current_model()
     explainer = common.current_explainer()
-    st.title("CAM Explorer")
     loaded = common.checkpointed(model)
+    st.title("CAM Explorer", anchor=False)
     st.caption(
         f"Model **{model}**"
         + (f" (checkpoint `{loaded.file_name}`)" if loaded else "")
@@ -70,16 +82,19 @@ def render() -> None:
         st.warning(notice, icon=":material/warning:")
 
     slots: dict[str, Any] = {}
-    batch = _inputs_section(model, explainer, slots)
-    layer, layer_slot = _layer_section(model, explainer)
     method, target, options, cam_slot = _cam_controls(model, explainer)
     colormap, image_weight, show_originals = _view_controls()
+    batch = _inputs_section(model, explainer, slots)
+    layer, layer_slot = _layer_section(model, explainer, batch)
+    status = st.empty()  # progress and the stop button: right above the overlays
+    _settings_loader(model)
 
     result, key = None, None
     if batch.images is not None and layer is not None:
         result, key = _compute(
-            model, explainer, batch, layer, method, target, options, slots, layer_slot, cam_slot
-        )
+            model, explainer, batch, layer, method, target, options, slots, layer_slot, cam_slot,
+            status,
+        )  # fmt: skip
     last = st.session_state.get(f"last:{model}")
     if result is not None:
         st.session_state[f"last:{model}"] = last = {
@@ -87,43 +102,62 @@ def render() -> None:
             "result": result,
             "names": batch.names,
             "target": target,
+            "samples": batch.samples,
             "contributions": _contributions(explainer, batch, result.targets),
         }
     elif last is not None:
         idle = batch.images is None and batch.problem is None
         why = "no inputs are chosen" if idle else "fix the problem above to update it"
-        st.info(f"Showing the previous result: {why}.", icon=":material/history:")
+        status.info(f"Showing the previous result: {why}.", icon=":material/history:")
     if last is None:
         if batch.problem is None and batch.images is None:
-            st.info("Upload one image per modality above to see where the model looks.")
+            status.info("Upload one image per modality above to see where the model looks.")
         return
     _show_result(model, last, colormap, image_weight, show_originals)
 
 
 # --------------------------------------------------------------------------------------- inputs
 def _inputs_section(model: str, explainer: Any, slots: dict[str, Any]) -> Batch:
-    """One uploader per modality (several files = a batch); the bundled samples otherwise."""
+    """One uploader per modality (several files = a batch); the bundled samples otherwise.
+
+    In a panel that is open until inputs are chosen. Uploads survive a visit to another page:
+    Streamlit drops a file uploader's files when its page is left, so the decoded files are
+    kept in the session and used again, with a note and a button to forget them.
+    """
     modalities = explainer.modalities
     samples = common.sample_sets(model)
     limit = common.upload_limit_mb()
     # Decoded files of this session by upload id: a rerun (a slider move) neither decodes nor
     # hashes an image again.
     memo: dict[tuple, Decoded] = st.session_state.setdefault(f"decoded:{model}", {})
+    kept: dict[str, list[Decoded]] = st.session_state.setdefault(f"kept:{model}", {})
+    returned = common.returned_to_page()
     used: set[tuple] = set()
     spent = 0  # bytes of this session's decoded uploads, in upload order
     uploads: dict[str, list[Decoded]] = {}
     failed = False
-    with st.container(border=True):
-        st.subheader("Inputs", anchor=False)
+    summary = _inputs_summary(model, modalities, samples, kept)
+    # Open until every modality has its inputs; then closed, its label saying what is shown
+    # (a new label is a new panel: it closes once the last modality is given).
+    with st.expander(
+        f"Inputs · {summary}" if summary else "Inputs: choose one image per modality",
+        expanded=summary is None,
+        icon=":material/image:",
+    ):
         if samples:
             # Uploads take over from the samples; say so instead of showing a stale choice.
-            uploading = any(st.session_state.get(f"upload:{model}:{m.name}") for m in modalities)
+            uploading = any(
+                st.session_state.get(f"upload:{model}:{m.name}") or kept.get(m.name)
+                for m in modalities
+            )
+            if SAMPLES_KEY not in st.session_state:
+                st.session_state[SAMPLES_KEY] = list(samples)[:1]
             st.multiselect(
                 "Bundled samples (used while nothing is uploaded)",
                 list(samples),
-                default=list(samples)[:1],
-                key=f"samples:{model}",
+                key=SAMPLES_KEY,
                 disabled=uploading,
+                bind="query-params",
                 help="Remove your uploads to explain the bundled samples again."
                 if uploading
                 else "Each sample is one image per modality; several make a batch.",
@@ -131,14 +165,18 @@ def _inputs_section(model: str, explainer: Any, slots: dict[str, Any]) -> Batch:
         columns = st.columns(len(modalities))
         for column, modality in zip(columns, modalities):
             with column:
+                widget = f"upload:{model}:{modality.name}"
                 files = st.file_uploader(
                     _uploader_label(modality),
                     type=list(IMAGE_SUFFIXES),
                     accept_multiple_files=True,
-                    key=f"upload:{model}:{modality.name}",
+                    key=widget,
                     help=(modality.description or None),
-                    max_upload_size=int(limit),
+                    # The browser refuses bigger files with a tooltip only: let them through
+                    # to the server's limit, and refuse them here, visibly (below).
+                    max_upload_size=int(common.upload_limit_mb(float("inf"))),
                 )
+                st.caption(f"Up to {limit:g} MB per file · {', '.join(IMAGE_SUFFIXES).upper()}")
                 if not modality.aligned:
                     st.caption(
                         "Not spatially aligned: its heatmap marks positions in this "
@@ -146,6 +184,25 @@ def _inputs_section(model: str, explainer: Any, slots: dict[str, Any]) -> Batch:
                     )
                 slots[modality.name] = st.container()
                 uploads[modality.name] = []
+                if not files and kept.get(modality.name) and returned:
+                    st.session_state[f"restored:{widget}"] = True
+                if files or not st.session_state.get(f"restored:{widget}"):
+                    st.session_state.pop(f"restored:{widget}", None)
+                    kept.pop(modality.name, None)
+                else:
+                    uploads[modality.name] = list(kept[modality.name])
+                    st.caption(
+                        "Kept from before: " + ", ".join(f"`{d.name}`" for d in kept[modality.name])
+                    )
+                    st.button(
+                        "Forget these",
+                        key=f"forget:{widget}",
+                        on_click=_forget,
+                        args=(model, modality.name),
+                        type="tertiary",
+                        icon=":material/close:",
+                    )
+                    continue
                 for upload in files or []:
                     key = (upload.file_id, modality.channels)
                     used.add(key)
@@ -169,6 +226,8 @@ def _inputs_section(model: str, explainer: Any, slots: dict[str, Any]) -> Batch:
                     for note in decoded.notes:
                         slots[modality.name].caption(f"{decoded.name}: {note}")
                     uploads[modality.name].append(decoded)
+                if files and not failed:
+                    kept[modality.name] = list(uploads[modality.name])
     for key in set(memo) - used:  # removed uploads: free their pixels
         del memo[key]
 
@@ -187,6 +246,28 @@ def _inputs_section(model: str, explainer: Any, slots: dict[str, Any]) -> Batch:
     return Batch.of(paired)
 
 
+def _forget(model: str, modality: str) -> None:
+    st.session_state.get(f"kept:{model}", {}).pop(modality, None)
+    st.session_state.pop(f"restored:upload:{model}:{modality}", None)
+
+
+def _inputs_summary(
+    model: str, modalities: Sequence[Any], samples: dict, kept: dict[str, list[Decoded]]
+) -> str | None:
+    """The collapsed inputs panel's label: what is explained now, or None (nothing yet)."""
+    counts = {
+        len(st.session_state.get(f"upload:{model}:{m.name}") or kept.get(m.name) or [])
+        for m in modalities
+    }
+    if counts != {0}:  # uploads: complete ones only, or the panel would close mid-way
+        files = counts.pop() if len(counts) == 1 else 0
+        return f"{files} upload{'s' if files > 1 else ''} per modality · change" if files else None
+    chosen = [s for s in st.session_state.get(SAMPLES_KEY, list(samples)[:1]) if s in samples]
+    if chosen:
+        return "sample " + ", ".join(f"`{s}`" for s in chosen) + " · upload your own"
+    return None
+
+
 def _uploader_label(modality: Any) -> str:
     size = "any size" if modality.size is None else f"{modality.size[0]}×{modality.size[1]} px"
     channels = {1: "grayscale", 3: "RGB"}.get(modality.channels, f"{modality.channels} channels")
@@ -194,7 +275,7 @@ def _uploader_label(modality: Any) -> str:
 
 
 def _sample_batch(model: str, explainer: Any, samples: dict[str, dict]) -> Batch:
-    chosen = [s for s in st.session_state.get(f"samples:{model}", []) if s in samples]
+    chosen = [s for s in st.session_state.get(SAMPLES_KEY, []) if s in samples]
     if not chosen:
         return Batch()
     files = {
@@ -205,34 +286,58 @@ def _sample_batch(model: str, explainer: Any, samples: dict[str, dict]) -> Batch
     if broken:
         st.error(f"Bundled sample {broken[0].name}: {broken[0].error}", icon=":material/block:")
         return Batch(problem="sample")
-    return Batch.of(files)
+    return Batch.of(files, chosen)
 
 
 # ---------------------------------------------------------------------------------------- layer
-def _layer_section(model: str, explainer: Any) -> tuple[str | None, Any]:
-    """The layer tree as a table: click a row to select; rows that cannot be a CAM target are
-    listed with the reason but refused. Returns (layer path, slot for layer errors)."""
+def _layer_section(model: str, explainer: Any, batch: Batch) -> tuple[str | None, Any]:
+    """The layer tree as a table in a panel: click a row to take the CAM there (the panel then
+    closes); rows that cannot be a CAM target are listed with the reason but refused.
+
+    A model with an input of no fixed size is traced on the first inputs. Returns (layer path,
+    slot for layer errors).
+    """
+    sizeless = [m.name for m in explainer.modalities if m.size is None]
+    if sizeless and batch.images is None:
+        st.info(
+            "The layers are listed once every input has an image: "
+            + ", ".join(f"`{n}`" for n in sizeless)
+            + (" takes" if len(sizeless) == 1 else " take")
+            + " images of any size, and the layers' shapes follow from them.",
+            icon=":material/account_tree:",
+        )
+        return None, st.container()
     try:
-        tree = common.layer_tree(model)
+        tree = common.layer_tree(model, batch.images if sizeless else None)
     except CamError as exc:
-        st.error(f"The layer tree could not be traced: {exc}", icon=":material/block:")
+        st.error(f"The model's layers could not be listed: {exc}", icon=":material/block:")
         return None, st.container()
     by_path = {info.path: info for info in tree}
     branches = _branch_mode(model, explainer)
-    layer_key, gen_key, notice_key = f"layer:{model}", f"layer_gen:{model}", f"layer_notice:{model}"
+    layer_key, notice_key = f"layer:{model}", f"layer_notice:{model}"
     if st.session_state.get(layer_key) not in by_path:
-        st.session_state[layer_key] = _default_layer(explainer, tree)
+        asked = st.query_params.get(LAYER_PARAM)
+        ready = asked in by_path and by_path[asked].ready
+        st.session_state[layer_key] = (
+            asked if ready else suggest_layer(tree, explainer.default_layer)
+        )
     current = st.session_state[layer_key]
+    if current is not None:
+        st.query_params[LAYER_PARAM] = current  # a link to this page reproduces the view
     info = by_path.get(current)
     label = (
-        ("One layer for all (not in use): " if branches else "Layer: ")
+        ("One layer for all (not in use): " if branches else "Layer ")
         + f"`{current}`"
         + (f" · {info.type} · {_shape(info.output_shape)}" if info else "")
     )
-
-    with st.expander(
-        label, expanded=False, key=f"layer_expander:{model}", icon=":material/account_tree:"
-    ):
+    # Closed on start; the label names the layer, so a pick makes a new, closed panel and the
+    # overlays move up again (a refused pick keeps it open, with the reason).
+    panel = st.expander(label, icon=":material/account_tree:")
+    layer_slot = st.container()
+    notice = st.session_state.pop(notice_key, None)
+    if notice:
+        layer_slot.warning(notice, icon=":material/do_not_disturb_on:")
+    with panel:
         query = (
             st.text_input(
                 "Filter layers",
@@ -243,58 +348,79 @@ def _layer_section(model: str, explainer: Any) -> tuple[str | None, Any]:
             .lower()
         )
         rows = [i for i in tree if not query or query in i.path.lower() or query in i.type.lower()]
-        notice = st.session_state.pop(notice_key, None)
-        if notice:
-            st.warning(notice, icon=":material/do_not_disturb_on:")
-        default = next((n for n, i in enumerate(rows) if i.path == current), None)
-        digest = hashlib.blake2b(query.encode(), digest_size=6).hexdigest()
+        position = next((n for n, i in enumerate(rows) if i.path == current), None)
+        # A key of plain characters: it is also the table's CSS class (see _scroll_table_to).
+        digest = hashlib.blake2b(f"{model}\0{query}".encode(), digest_size=6).hexdigest()
+        generation = st.session_state.get(f"layer_gen:{model}", 0)
+        table_key = f"layer_table-{digest}-{generation}"
         event = st.dataframe(
-            _layer_frame(rows),
-            key=f"layer_table:{model}:{st.session_state.get(gen_key, 0)}:{digest}",
+            _layer_frame(rows, full_paths=bool(query)),
+            key=table_key,
             on_select="rerun",
             selection_mode="single-row",
-            selection_default=None if default is None else {"selection": {"rows": [default]}},
+            selection_default=None if position is None else {"selection": {"rows": [position]}},
             hide_index=True,
-            height=min(36 + 35 * len(rows), 360),
+            height=min(36 + 35 * len(rows), TABLE_HEIGHT),
             column_config={
                 "layer": st.column_config.TextColumn("layer", width="medium"),
                 "CAM target": st.column_config.CheckboxColumn("CAM target", width="small"),
                 "params": st.column_config.NumberColumn("params", format="compact"),
             },
         )
+        if position is not None:
+            _scroll_table_to(table_key, position)
         st.caption(
             f"{len(rows)} of {len(tree)} layers · click a row to take the CAM there · "
             "unchecked rows cannot be a target (the note says why)"
         )
-        layer_slot = st.container()
     picked = event.selection.rows if event is not None else []
-    if picked and picked[0] < len(rows):
-        chosen = rows[picked[0]]
-        if chosen.path != current:
-            if chosen.ready:
-                st.session_state[layer_key] = chosen.path
-                st.session_state[f"layer_mode_next:{model}"] = ONE_LAYER
-            else:
-                # Refused: say why, and reset the table's selection to the current layer.
-                st.session_state[notice_key] = (
-                    f"`{chosen.path}` ({chosen.type}) cannot be a CAM target: {chosen.reason}"
-                )
-                st.session_state[gen_key] = st.session_state.get(gen_key, 0) + 1
-            st.rerun()  # the expander label, the table and the cache key follow
+    if picked and picked[0] < len(rows) and rows[picked[0]].path != current:
+        _pick_layer(model, rows[picked[0]])
+        st.rerun()  # the panel's label and state, the table and the cache key follow
     return (BRANCHES if branches else current), layer_slot
 
 
-def _default_layer(explainer: Any, tree: Sequence[Any]) -> str | None:
-    ready = [i.path for i in tree if i.ready]
-    if explainer.default_layer in ready:
-        return explainer.default_layer
-    return ready[-1] if ready else None
+def _pick_layer(model: str, chosen: Any) -> None:
+    """Take the picked layer, or say why the row cannot be a target."""
+    # A new table (key) next time: its selection starts again at the current layer.
+    st.session_state[f"layer_gen:{model}"] = st.session_state.get(f"layer_gen:{model}", 0) + 1
+    if chosen.ready:
+        st.session_state[f"layer:{model}"] = chosen.path
+        st.session_state[f"layer_mode_next:{model}"] = ONE_LAYER
+    else:
+        st.session_state[f"layer_notice:{model}"] = (
+            f"`{chosen.path}` ({chosen.type}) cannot be a CAM target: {chosen.reason}"
+        )
 
 
-def _layer_frame(rows: Sequence[Any]) -> pd.DataFrame:
+def _scroll_table_to(table_key: str, row: int) -> None:
+    """Scroll the layer table so that ``row`` (the current layer) is in view: the grid has no
+    API for it, so a small script sets its scroller's position once the grid is drawn."""
+    st.html(
+        f"""<script>
+        (() => {{
+          const find = () => document.querySelector('.st-key-{table_key} .dvn-scroller');
+          const go = (tries) => {{
+            const el = find();
+            if (el) {{ el.scrollTop = Math.max(0, {row} * 35 - 2 * 35); return; }}
+            if (tries > 0) requestAnimationFrame(() => go(tries - 1));
+          }};
+          go(120);
+        }})();
+        </script>""",
+        unsafe_allow_javascript=True,
+    )
+
+
+def _layer_frame(rows: Sequence[Any], full_paths: bool = False) -> pd.DataFrame:
+    """One row per layer; the tree is drawn by indentation, or (filtered rows have lost their
+    parents) by the full dotted path."""
     return pd.DataFrame(
         {
-            "layer": ["\u2003" * i.depth + i.path.rsplit(".", 1)[-1] for i in rows],
+            "layer": [
+                i.path if full_paths else "\u2003" * (i.depth - 1) + i.path.rsplit(".", 1)[-1]
+                for i in rows
+            ],
             "type": [i.type for i in rows],
             "output": [_shape(i.output_shape) for i in rows],
             "CAM target": [bool(i.ready) for i in rows],
@@ -311,34 +437,35 @@ def _shape(shape: Sequence[int] | None) -> str:
 
 # ----------------------------------------------------------------------------- method and target
 def _cam_controls(model: str, explainer: Any) -> tuple[str, int | None, dict, Any]:
-    """Sidebar: method (with its cost), target class, advanced options."""
+    """Sidebar: method, target class, advanced options. Method, target and the display
+    settings live in the URL (a link reproduces the view) and survive page changes."""
     sidebar = st.sidebar
-    sidebar.header("CAM")
     methods = list(explainer.methods())
     infos = {name: explainer.method_info(name) for name in methods}
-    method_key = f"method:{model}"
-    if st.session_state.get(method_key) not in methods:
-        st.session_state[method_key] = "gradcam" if "gradcam" in methods else methods[0]
+    if st.session_state.get(METHOD_KEY) not in methods:
+        st.session_state[METHOD_KEY] = "gradcam" if "gradcam" in methods else methods[0]
     method = sidebar.selectbox(
         "Method",
         methods,
-        key=method_key,
-        format_func=lambda m: f"{m} · {infos[m].cost}" + (" · slow" if infos[m].slow else ""),
+        key=METHOD_KEY,
+        bind="query-params",
+        format_func=lambda m: f"{m} (slow)" if infos[m].slow else m,
+        help="Slow methods run the model once per channel or per position: minutes on a CPU.",
     )
-    if infos[method].notes:
-        sidebar.caption(infos[method].notes)
+    info = infos[method]
+    sidebar.caption(f"Cost: {info.cost}." + (f" {info.notes}" if info.notes else ""))
 
     classes = list(explainer.classes or [])
     last = st.session_state.get(f"last:{model}")
     count = len(classes) or (last["result"].probabilities.shape[1] if last else 0)
-    target_key = f"target:{model}"
     options: list[Any] = [PREDICTED, *range(count)]
-    if st.session_state.get(target_key) not in options:
-        st.session_state[target_key] = PREDICTED
+    if st.session_state.get(TARGET_KEY) not in options:
+        st.session_state[TARGET_KEY] = PREDICTED
     target = sidebar.selectbox(
         "Target class",
         options,
-        key=target_key,
+        key=TARGET_KEY,
+        bind="query-params",
         format_func=lambda t: (
             "predicted class (per sample)"
             if t == PREDICTED
@@ -346,69 +473,143 @@ def _cam_controls(model: str, explainer: Any) -> tuple[str, int | None, dict, An
             if t < len(classes)
             else f"class {t}"
         ),
-        help="The class whose score the CAM explains. Top-5 probabilities are shown per sample.",
+        help="The class whose score the CAM explains. The most probable classes are shown "
+        "per sample.",
     )
-    with sidebar.expander("Advanced"):
+    cam_slot = sidebar.container()
+    return method, (None if target == PREDICTED else int(target)), _advanced(), cam_slot
+
+
+def _advanced() -> dict[str, bool]:
+    with st.sidebar.expander("Advanced"):
         aug = st.checkbox(
             "aug_smooth",
-            key=f"aug_smooth:{model}",
+            key="aug_smooth",
+            persist_state="session",
             help="Average over flips and scales: smoother, ~6× slower.",
         )
         eigen = st.checkbox(
             "eigen_smooth",
-            key=f"eigen_smooth:{model}",
+            key="eigen_smooth",
+            persist_state="session",
             help="First principal component of the weighted activations.",
         )
-    cam_slot = sidebar.container()
-    return (
-        method,
-        (None if target == PREDICTED else int(target)),
-        {"aug_smooth": aug, "eigen_smooth": eigen},
-        cam_slot,
-    )
+    return {"aug_smooth": aug, "eigen_smooth": eigen}
 
 
 def _view_controls() -> tuple[str, float, bool]:
     """Sidebar: colormap, image weight, originals. Changing them only re-blends."""
     sidebar = st.sidebar
-    sidebar.header("View")
     names = list(COLORMAPS)
-    colormap = sidebar.selectbox(
-        "Colormap", names, index=names.index("jet") if "jet" in names else 0, key="colormap"
-    )
+    st.session_state.setdefault(COLORMAP_KEY, "jet" if "jet" in names else names[0])
+    st.session_state.setdefault(WEIGHT_KEY, 0.5)
+    colormap = sidebar.selectbox("Colormap", names, key=COLORMAP_KEY, bind="query-params")
     weight = sidebar.slider(
         "image_weight",
         0.0,
         1.0,
-        0.5,
-        0.05,
-        key="image_weight",
+        step=0.05,
+        key=WEIGHT_KEY,
+        bind="query-params",
         help="Share of the image in the blend: 0 = heatmap only.",
     )
-    originals = sidebar.toggle("Show originals", key="show_originals")
+    originals = sidebar.toggle("Show originals", key="show_originals", persist_state="session")
     return colormap, float(weight), originals
+
+
+def _settings_loader(model: str) -> None:
+    """Sidebar: load a downloaded ``settings.json`` back (model, layer, method, target, display
+    settings, options, samples); the inputs stay as they are."""
+    with st.sidebar.expander("Load settings", icon=":material/settings_backup_restore:"):
+        st.file_uploader(
+            "settings.json (in every downloaded ZIP)",
+            type=["json"],
+            key="settings_upload",
+            on_change=_apply_settings,
+        )
+        problem = st.session_state.get("settings_problem")
+        if problem:
+            st.error(problem, icon=":material/block:")
+
+
+def _apply_settings() -> None:
+    """The settings file's callback: runs before the rerun, so every widget can take its value."""
+    upload = st.session_state.get("settings_upload")
+    st.session_state.pop("settings_problem", None)
+    if upload is None:
+        return
+    try:
+        view = export.read_settings(upload.getvalue(), upload.name)
+    except CamError as exc:
+        st.session_state["settings_problem"] = str(exc)
+        return
+    model = view.get("model", common.current_model())
+    if model in common.model_names():
+        st.session_state[common.MODEL_KEY] = model
+    else:
+        st.session_state["settings_problem"] = (
+            f"{upload.name} is for model {model!r}, which this server does not offer; its other "
+            "settings are applied to the current model."
+        )
+        model = common.current_model()
+    if view.get("layer"):
+        st.session_state[f"layer:{model}"] = view["layer"]
+    simple = {"method": METHOD_KEY, "colormap": COLORMAP_KEY, "image_weight": WEIGHT_KEY}
+    for name, key in simple.items():
+        if name in view:
+            st.session_state[key] = view[name]
+    if "target" in view:
+        st.session_state[TARGET_KEY] = PREDICTED if view["target"] is None else view["target"]
+    for name, value in view.get("options", {}).items():
+        if name in ("aug_smooth", "eigen_smooth"):
+            st.session_state[name] = bool(value)
+    if view.get("samples"):
+        st.session_state[SAMPLES_KEY] = list(view["samples"])
 
 
 # -------------------------------------------------------------------------------------- compute
 def _compute(
-    model, explainer, batch, layer, method, target, options, slots, layer_slot, cam_slot
+    model, explainer, batch, layer, method, target, options, slots, layer_slot, cam_slot, status
 ) -> tuple[Any, Any]:
-    """The cached CamResult for these choices, computed (with progress) when new."""
+    """The cached CamResult for these choices, computed when new: slow methods show progress,
+    the time left and a stop button in ``status`` (right above the overlays)."""
     key = cam_key(model, batch.digests, layer=layer, method=method, target=target, options=options)
     cache = common.result_cache(explainer)
     result = cache.get(key)
     if result is not None:
         return result, key
+    what = f"{method} on `{layer}`"
+    box = status.container()
+    if st.session_state.get(STOPPED_KEY) == key:
+        with box:
+            st.info(f"Stopped {what}: the overlays below are the previous result.")
+            st.button("Run it", key="resume", on_click=st.session_state.pop, args=(STOPPED_KEY,))
+        return None, None
     info = explainer.method_info(method)
     samples = len(next(iter(batch.images.values())))
-    bar = st.progress(0.0, text=f"{method} on `{layer}`…") if info.slow else None
+    bar = None
+    if info.slow:
+        with box:
+            bar = st.progress(0.0, text=f"{what}: starting…")
+            st.button(
+                "Stop",
+                key="stop",
+                on_click=st.session_state.__setitem__,
+                args=(STOPPED_KEY, key),
+                icon=":material/stop_circle:",
+            )
+    started = time.monotonic()
 
     def progress(done: int, total: int) -> None:
-        if bar is not None and total:
-            bar.progress(min(done / total, 1.0), text=f"{method} on `{layer}`: {done}/{total}")
+        if bar is None or not total:
+            return
+        left = (time.monotonic() - started) / max(done, 1) * (total - done)
+        bar.progress(
+            min(done / total, 1.0), text=f"{what}: {done}/{total} · about {_duration(left)} left"
+        )
 
     try:
-        with st.spinner(f"Computing {method} on `{layer}` for {samples} sample(s)…"):
+        with box, st.spinner(f"Computing {what} for {samples} sample(s)…"):
             if layer == BRANCHES and info.uses_layer:
                 result = explainer.explain_branches(
                     batch.images, method, target, progress=progress, **options
@@ -433,10 +634,18 @@ def _compute(
             st.error(str(exc), icon=":material/block:")
         return None, None
     finally:
-        if bar is not None:
-            bar.empty()
+        status.empty()
     cache.put(key, result)
+    # The predicted class asked for by its index, or the other way round: the same CAMs.
+    predicted = {int(t) for t in result.probabilities.argmax(axis=1)}
+    if len(predicted) == 1 and (target is None or target in predicted):
+        twin = predicted.pop() if target is None else None
+        cache.put(key[:4] + (twin,) + key[5:], result)
     return result, key
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 # ------------------------------------------------ each modality's own branch, and its contribution
@@ -532,18 +741,22 @@ def _show_result(model: str, last: dict, colormap: str, weight: float, originals
     result = last["result"]
     names = last["names"]
     target = last["target"]
-    st.subheader("Overlays", anchor=False)
     options = ", ".join(k for k, v in dict(result.options).items() if v is True)
     st.caption(
-        _where(result)
+        "**Overlays** · "
+        + _where(result)
         + f" · {result.method} · target: "
         + ("predicted class" if target is None else result.class_name(target))
         + (f" · {options}" if options else "")
     )
     notices = [n for n in dict.fromkeys(result.notices) if n != result.fused_notice]
     if notices:
-        # One box, not one per sentence: a batch can carry many.
-        st.info("\n".join(f"- {n}" for n in notices), icon=":material/info:")
+        # One closed box, not one per sentence: a batch can carry many.
+        with st.expander(
+            f"{len(notices)} note{'s' if len(notices) > 1 else ''} on this result",
+            icon=":material/info:",
+        ):
+            st.markdown("\n".join(f"- {n}" for n in notices))
 
     # The PNG bytes shown are the bytes downloaded (one PNG, or inside the ZIP).
     if last.get("pngs_for") != (colormap, weight):
@@ -552,6 +765,8 @@ def _show_result(model: str, last: dict, colormap: str, weight: float, originals
     pngs = last["pngs"]
     originals_png = _original_pngs(last) if originals else None
     ranked = top_k(result.probabilities, result.class_name)
+    classes = result.probabilities.shape[1]
+    ranking = f"top-{min(5, classes)}" if classes > 5 else "probabilities"
     modalities = list(result.cams)
     drops = last.get("contributions")
     if result.fused_notice:
@@ -559,7 +774,8 @@ def _show_result(model: str, last: dict, colormap: str, weight: float, originals
     for i, (target_i, top) in enumerate(zip(result.targets, ranked)):
         prob = float(result.probabilities[i, target_i])
         st.markdown(
-            f"**Sample {i + 1}** · top-5: " + " · ".join(f"{name} {p:.1%}" for _, name, p in top)
+            f"**Sample {i + 1}** · {ranking}: "
+            + " · ".join(f"{name} {p:.1%}" for _, name, p in top)
         )
         columns = st.columns(len(modalities) * (2 if originals_png else 1) + (1 if drops else 0))
         if drops:
@@ -604,6 +820,7 @@ def _show_result(model: str, last: dict, colormap: str, weight: float, originals
         colormap=colormap,
         image_weight=weight,
         inputs=names or None,
+        samples=last.get("samples"),
     )
     st.download_button(
         "Download everything (ZIP)",
