@@ -183,7 +183,7 @@ def open_layer_panel(at: AppTest):
 
 
 def layer_panel(at: AppTest):
-    (panel,) = [e for e in at.expander if e.label.startswith("Layer ")]
+    (panel,) = [e for e in at.expander if e.label.startswith(("Layer ", "One layer for all"))]
     return panel
 
 
@@ -651,6 +651,7 @@ def test_the_url_query_reproduces_model_layer_method_target_and_display() -> Non
     at.run()
     assert not at.exception and not at.error
     assert at.session_state["layer:demo"] == "rgb_branch"
+    assert at.radio(key="layer_mode:demo").value == ONE_LAYER  # the link names one layer
     assert at.selectbox(key="method").value == "gradcam++"
     assert at.selectbox(key="target").value == 1
     assert at.selectbox(key="colormap").value == "viridis"

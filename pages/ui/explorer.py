@@ -34,7 +34,7 @@ from pages.ui import common
 
 PREDICTED = "predicted"
 SAMPLES_KEY = "samples"
-LAYER_PARAM = "layer"
+LAYER_PARAM, BRANCHES_PARAM = "layer", "branches"
 STOPPED_KEY = "stopped"
 METHOD_KEY, TARGET_KEY = "method", "target"
 COLORMAP_KEY, WEIGHT_KEY = "colormap", "image_weight"
@@ -313,17 +313,18 @@ def _layer_section(model: str, explainer: Any, batch: Batch) -> tuple[str | None
         st.error(f"The model's layers could not be listed: {exc}", icon=":material/block:")
         return None, st.container()
     by_path = {info.path: info for info in tree}
-    branches = _branch_mode(model, explainer)
     layer_key, notice_key = f"layer:{model}", f"layer_notice:{model}"
     if st.session_state.get(layer_key) not in by_path:
         asked = st.query_params.get(LAYER_PARAM)
-        ready = asked in by_path and by_path[asked].ready
-        st.session_state[layer_key] = (
-            asked if ready else suggest_layer(tree, explainer.default_layer)
-        )
+        if asked in by_path and by_path[asked].ready:  # a link names one layer for all
+            st.session_state[layer_key] = asked
+            st.session_state[f"layer_mode_next:{model}"] = ONE_LAYER
+        else:
+            st.session_state[layer_key] = suggest_layer(tree, explainer.default_layer)
+    branches = _branch_mode(model, explainer)
     current = st.session_state[layer_key]
-    if current is not None:
-        st.query_params[LAYER_PARAM] = current  # a link to this page reproduces the view
+    if current is not None:  # a link to this page reproduces the view
+        st.query_params[LAYER_PARAM] = BRANCHES_PARAM if branches else current
     info = by_path.get(current)
     label = (
         ("One layer for all (not in use): " if branches else "Layer ")
@@ -554,6 +555,7 @@ def _apply_settings() -> None:
         model = common.current_model()
     if view.get("layer"):
         st.session_state[f"layer:{model}"] = view["layer"]
+        st.session_state[f"layer_mode_next:{model}"] = ONE_LAYER
     simple = {"method": METHOD_KEY, "colormap": COLORMAP_KEY, "image_weight": WEIGHT_KEY}
     for name, key in simple.items():
         if name in view:
