@@ -33,7 +33,7 @@ from .overlay import COLORMAPS
 from .session import IMAGE_SUFFIXES, list_samples
 from .sources import TORCHVISION_MODELS, ModelSpec, demo_spec, load_spec, torchvision_spec
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "explain_chunk", "main"]
 
 # Errors in what the user gave us (exit 2); every other CamError is a failure (exit 1).
 _USAGE_ERRORS = (InputError, LayerError, MethodError, ModelLoadError)
@@ -142,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
         "summary.json gets each sample's pointing game and energy in mask",
     )
     explain.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    scale = explain.add_argument_group("on a Ray cluster (pip install -r requirements-scale.txt)")
+    scale.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the batches on Ray: 'local' starts Ray on this machine, else a cluster's "
+        "address (ray://head:10001, auto); inputs and --out on a filesystem all nodes share",
+    )
+    scale.add_argument(
+        "--workers", type=_positive_int, default=2, help="Explainer actors, one model each (2)"
+    )
+    scale.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (0)")
+    scale.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs (torch threads) per actor (1)"
+    )
     explain.set_defaults(command=_explain)
 
     layers = commands.add_parser(
@@ -215,20 +229,16 @@ def _explain(args: argparse.Namespace) -> int:
 
     run = _Run()
     with tqdm(total=len(samples), unit="sample", disable=args.quiet, file=sys.stderr) as bar:
-        for start in range(0, len(samples), args.batch_size):
-            shutdown.check()
-            chunk = samples[start : start + args.batch_size]
-            for group in _same_size_groups(_decode(chunk, modalities, run)):
-                result = explainer.explain(
-                    {m.name: [images[m.name] for _, images in group] for m in modalities},
-                    layer=layer,
-                    method=args.method,
-                    target=target,
-                    aug_smooth=args.aug_smooth,
-                    eigen_smooth=args.eigen_smooth,
-                )
-                _write(result, [sample for sample, _ in group], args, run)
-            bar.update(len(chunk))
+        if args.ray is not None:
+            from .distributed import explain_on_ray
+
+            explain_on_ray(args, samples, layer, target, run, bar)
+        else:
+            for start in range(0, len(samples), args.batch_size):
+                shutdown.check()
+                chunk = samples[start : start + args.batch_size]
+                explain_chunk(explainer, chunk, layer, target, args, run)
+                bar.update(len(chunk))
 
     summary = {
         "version": _SUMMARY_VERSION,
@@ -251,6 +261,13 @@ def _explain(args: argparse.Namespace) -> int:
     }
     if args.masks is not None:
         summary["ground_truth"] = _ground_truth_summary(run.samples)
+    if args.ray is not None:
+        summary["ray"] = {
+            "address": args.ray,
+            "workers": args.workers,
+            "cpus_per_worker": args.cpus_per_worker,
+            "gpus_per_worker": args.gpus_per_worker,
+        }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     done = len(run.samples)
     print(f"explained {done} of {len(samples)} samples -> {args.out}/ (summary.json)")
@@ -260,6 +277,29 @@ def _explain(args: argparse.Namespace) -> int:
             f"{run.skipped[0]['error']} (all listed in {args.out / 'summary.json'})"
         )
     return 0
+
+
+def explain_chunk(
+    explainer: Any,
+    chunk: list[_Sample],
+    layer: str | None,
+    target: int | str | None,
+    args: argparse.Namespace,
+    run: _Run,
+) -> None:
+    """Explain one batch of samples and write its files under ``args.out``; records go to
+    ``run``.  The plain run and each Ray worker (:mod:`cam_core.distributed`) run this."""
+    modalities = list(explainer.modalities)
+    for group in _same_size_groups(_decode(chunk, modalities, run)):
+        result = explainer.explain(
+            {m.name: [images[m.name] for _, images in group] for m in modalities},
+            layer=layer,
+            method=args.method,
+            target=target,
+            aug_smooth=args.aug_smooth,
+            eigen_smooth=args.eigen_smooth,
+        )
+        _write(result, [sample for sample, _ in group], args, run)
 
 
 # -- the model -----------------------------------------------------------------------------------
