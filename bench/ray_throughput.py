@@ -64,12 +64,14 @@ def main() -> None:
         ray_total = timed(work / "all", work / "ray", args.method, *ray)
         ray_start = timed(work / "few", work / "ray-few", args.method, *ray)
     n = args.samples
-    work_plain = max(plain - plain_start, 1e-9)
-    work_ray = max(ray_total - ray_start, 1e-9)
+
+    def rate(total: float, start: float) -> str:  # n/a when start-up varied more than the work
+        return f"{(n - 16) / (total - start):7.1f}" if total > start else "    n/a"
+
     print(f"# {n} demo samples, {args.method}, batch 16, {os.cpu_count()} CPUs here")
     print(f"plain run           {n / plain:7.1f} images/s  ({plain:.1f} s with start-up)")
     print(f"--ray local x{args.workers}      {n / ray_total:7.1f} images/s  ({ray_total:.1f} s)")
-    print(f"without start-up    plain {(n - 16) / work_plain:7.1f}  ray {(n - 16) / work_ray:7.1f}")
+    print(f"without start-up    plain {rate(plain, plain_start)}  ray {rate(ray_total, ray_start)}")
     print(f"start-up (16 samples) plain {plain_start:.1f} s, ray {ray_start:.1f} s")
 
 
