@@ -109,19 +109,22 @@ class TwoStreamTokenNet(nn.Module):
 
 
 class SingleTokenNet(nn.Module):
-    """One modality, class token + 8x8 patch grid: the ViT layout."""
+    """One modality, class token + patch grid (8x8 for 32 px, patch 4): the ViT layout."""
 
-    def __init__(self, width: int = 16, classes: int = 3) -> None:
+    def __init__(self, width: int = 16, classes: int = 3, patch: int = 4) -> None:
         super().__init__()
-        self.embed = nn.Conv2d(3, width, 4, stride=4)
+        self.embed = nn.Conv2d(3, width, patch, stride=patch)
         self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.1)
         self.block = TokenBlock(width)
         self.head = nn.Linear(width, classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 1 + h*w, width)``: the class token, then the patches row by row."""
         tokens = self.embed(x).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)
-        tokens = self.block(tokens)
+        return torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.block(self.tokens(x))
         return self.head(tokens[:, 0] + tokens[:, 1:].mean(dim=1))
 
 

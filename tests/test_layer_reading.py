@@ -19,26 +19,9 @@ from torchvision.ops.misc import Permute
 
 from cam_core import Explainer, LayerError, Modality
 from cam_core.layers import analyze_output, patch_grid, token_segments
-from tests.conftest import TokenBlock
+from tests.conftest import SingleTokenNet
 
 # -- token grids -----------------------------------------------------------------------------------
-
-
-class PatchViT(nn.Module):
-    """ViT-style: 16-px patches, a class token, one token block; any input size."""
-
-    def __init__(self, width: int = 8, classes: int = 3) -> None:
-        super().__init__()
-        self.embed = nn.Conv2d(3, width, 16, stride=16)
-        self.cls = nn.Parameter(torch.randn(1, 1, width))
-        self.block = TokenBlock(width)
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.embed(x).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)
-        tokens = self.block(tokens)
-        return self.head(tokens[:, 0] + tokens[:, 1:].mean(dim=1))
 
 
 # (H, W) of the input, patch side, class tokens → the grid the tokens lie on.
@@ -74,7 +57,7 @@ def test_square_grid_is_only_the_last_resort_and_says_so():
 @pytest.mark.parametrize("size", [(128, 96), (96, 64), (224, 160), (64, 48)])
 def test_class_token_vit_on_non_square_input_equals_grad_cam_with_right_reshape(size):
     torch.manual_seed(0)
-    model = PatchViT()
+    model = SingleTokenNet(width=8, patch=16)
     x = torch.randn(2, 3, *size)
     h, w = size[0] // 16, size[1] // 16
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from cam_core import Explainer, Modality
 from cam_core.methods import METHODS
-from tests.conftest import TokenBlock
+from tests.conftest import SingleTokenNet, TokenBlock
 
 
 class SmallNet(nn.Module):
@@ -140,23 +140,18 @@ def test_shapleycam_runs_on_a_frozen_model_and_equals_grad_cam_unfrozen():
     assert all(not p.requires_grad for p in frozen.parameters())
 
 
-class ClassTokenViT(nn.Module):
-    """Class token + 8×8 patches, two token blocks, the head reads the class token only (as
-    a ViT does): what the class token carries after the first block matters."""
+class ClassTokenViT(SingleTokenNet):
+    """Class token + 8×8 patches, then attention and a second token block, the head reading
+    the class token only (as a ViT does): what the class token carries after ``block``
+    matters."""
 
     def __init__(self, width: int = 12, classes: int = 3) -> None:
-        super().__init__()
-        self.embed = nn.Conv2d(3, width, 4, stride=4)
-        self.cls = nn.Parameter(torch.randn(1, 1, width))
-        self.block = TokenBlock(width)
+        super().__init__(width, classes)
         self.attn = nn.MultiheadAttention(width, 2, batch_first=True)
         self.last = TokenBlock(width)
-        self.head = nn.Linear(width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.embed(x).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)
-        tokens = self.block(tokens)
+        tokens = self.block(self.tokens(x))
         normed = self.last.norm(tokens)
         tokens = tokens + self.attn(normed, normed, normed)[0]
         return self.head(self.last(tokens)[:, 0])
