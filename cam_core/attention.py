@@ -311,16 +311,19 @@ def _softmax_of(q: torch.Tensor, k: torch.Tensor, scale: float, mask: Any, causa
     return _masked(scores, mask, bool(causal)).softmax(dim=-1)
 
 
+def _keeper(seen: dict[str, torch.Tensor], name: str) -> Callable[..., None]:
+    """A forward hook keeping a submodule's output in ``seen[name]`` (its last call's)."""
+
+    def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
+        seen[name] = output
+
+    return hook
+
+
 def _timm_hooks(module: nn.Module, report: Report) -> list[RemovableHandle]:
     """timm ``Attention``: its fused kernel keeps no weights, so they are recomputed from the
     block's own q and k (the outputs of its ``q_norm``/``k_norm``, called on every forward)."""
     seen: dict[str, torch.Tensor] = {}
-
-    def keep(name: str):
-        def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
-            seen[name] = output
-
-        return hook
 
     def hook(_module: nn.Module, args: tuple, kwargs: dict, _output: Any) -> None:
         x = _argument(args, kwargs, 0, "x")
@@ -330,8 +333,8 @@ def _timm_hooks(module: nn.Module, report: Report) -> list[RemovableHandle]:
         report(weights, x, x)
 
     return [
-        module.q_norm.register_forward_hook(keep("q")),
-        module.k_norm.register_forward_hook(keep("k")),
+        module.q_norm.register_forward_hook(_keeper(seen, "q")),
+        module.k_norm.register_forward_hook(_keeper(seen, "k")),
         module.register_forward_hook(hook, with_kwargs=True),
     ]
 
@@ -343,16 +346,9 @@ def _hf_hooks(module: nn.Module, report: Report) -> list[RemovableHandle]:
     seen: dict[str, torch.Tensor] = {}
     handles = []
     if type(module).__name__ in HF_RECOMPUTABLE:
-
-        def keep(name: str):
-            def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
-                seen[name] = output
-
-            return hook
-
         handles += [
-            module.q_proj.register_forward_hook(keep("q")),
-            module.k_proj.register_forward_hook(keep("k")),
+            module.q_proj.register_forward_hook(_keeper(seen, "q")),
+            module.k_proj.register_forward_hook(_keeper(seen, "k")),
         ]
 
     def heads(tokens: torch.Tensor) -> torch.Tensor:
