@@ -184,9 +184,10 @@ def test_upload_pick_layer_move_slider_download_zip(server: str, browser, tmp_pa
 def test_attention_page_click_moves_the_query(server: str, browser) -> None:
     page = browser.new_page(viewport={"width": 1500, "height": 1400})
     page.goto(server, timeout=WAIT_MS)  # a first visit by URL would meet the legacy pages mode
+    page.wait_for_selector('[data-testid="stImage"]', timeout=WAIT_MS)  # the explorer is up
     page.wait_for_selector(IDLE, timeout=WAIT_MS)
-    page.locator('[data-testid="stSidebarNav"] a', has_text="Attention").click()
-    page.wait_for_url("**/attend", timeout=WAIT_MS)
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Attention").click(timeout=WAIT_MS)
+    page.wait_for_url("**/attend*", timeout=WAIT_MS)
     heads = 4  # the demo's fusion.attn: texture and frequency maps, then all 4 heads of each
     images = 2 + 2 * heads
     _settled(page, images)
