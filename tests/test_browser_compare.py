@@ -48,8 +48,9 @@ def test_compare_grid_inspect_a_point_and_open_a_cell_in_the_explorer(server, br
 
     # Inspect one cell and click the middle of its texture image: the value there is shown.
     box = page.locator('[data-testid="stSelectbox"]').filter(has_text="Inspect a cell")
-    box.click()
-    page.get_by_role("option", name="layercam at head.features").click()
+    box.click(timeout=WAIT_MS)
+    page.keyboard.type("layercam at head")  # filters the (virtualized) list to one option
+    page.get_by_role("option", name="layercam at head.features").click(timeout=WAIT_MS)
     frames = page.locator('iframe[title*="streamlit_image_coordinates"]')
     frames.nth(2).wait_for(timeout=WAIT_MS)
     _settled(page, 17)  # and the inspected cell's own button
@@ -58,7 +59,7 @@ def test_compare_grid_inspect_a_point_and_open_a_cell_in_the_explorer(server, br
     image = frame.content_frame.locator("img")
     image.wait_for(timeout=WAIT_MS)
     size = image.bounding_box()
-    image.click(position={"x": size["width"] / 2, "y": size["height"] / 2})
+    image.click(position={"x": size["width"] / 2, "y": size["height"] / 2}, timeout=WAIT_MS)
     caption = page.locator('[data-testid="stCaptionContainer"]', has_text="texture at (")
     caption.wait_for(timeout=WAIT_MS)
     match = re.search(r"texture at \((\d+), (\d+)\): map ([0-9.]+)", caption.inner_text())
@@ -77,7 +78,7 @@ def test_compare_grid_inspect_a_point_and_open_a_cell_in_the_explorer(server, br
     page.set_viewport_size({"width": 1440, "height": 900})
 
     # Open it in the explorer: the explorer shows that layer and method.
-    page.locator(".st-key-open_inspected button").click()
+    page.locator(".st-key-open_inspected button").click(timeout=WAIT_MS)
     page.locator('[data-testid="stCaptionContainer"]', has_text="layer head.features").filter(
         has_text="layercam"
     ).first.wait_for(timeout=WAIT_MS)

@@ -22,7 +22,7 @@ from cam_core.grid import fast_methods, grid_scale, rank_cells, suggest_layers
 from cam_core.overlay import COLORMAPS, blend, colorbar, montage, outline
 from cam_core.scale import value_at
 from cam_core.session import IMAGE_SUFFIXES, cam_key, decode_input, pair_batches
-from pages.ui import common
+from pages.ui import common, explorer
 
 __all__ = ["render"]
 
@@ -427,6 +427,8 @@ def _score_line(name: str, scores: dict | None, truth: dict, i: int) -> str:
 def _open_in_explorer(model: str, inputs: Inputs, layer: str, method: str, target) -> None:
     """Show this cell in the explorer: its layer, method and target, on the same samples."""
     st.session_state[f"layer:{model}"] = layer
+    # The explorer may open on each modality's branch; a cell is one layer (as a picked row).
+    st.session_state[f"layer_mode_next:{model}"] = explorer.ONE_LAYER
     st.session_state[f"method:{model}"] = method
     st.session_state[f"target:{model}"] = PREDICTED if target is None else target
     params = {"model": model, "layer": layer, "method": method}
