@@ -425,19 +425,16 @@ def _score_line(name: str, scores: dict | None, truth: dict, i: int) -> str:
 
 
 def _open_in_explorer(model: str, inputs: Inputs, layer: str, method: str, target) -> None:
-    """Show this cell in the explorer: its layer, method and target, on the same samples."""
+    """Show this cell in the explorer: its layer, method and target, on the same samples (the
+    explorer's own state keys; it writes them into the URL itself)."""
     st.session_state[f"layer:{model}"] = layer
     # The explorer may open on each modality's branch; a cell is one layer (as a picked row).
     st.session_state[f"layer_mode_next:{model}"] = explorer.ONE_LAYER
-    st.session_state[f"method:{model}"] = method
-    st.session_state[f"target:{model}"] = PREDICTED if target is None else target
-    params = {"model": model, "layer": layer, "method": method}
-    if target is not None:
-        params["target"] = str(target)
+    st.session_state[explorer.METHOD_KEY] = method
+    st.session_state[explorer.TARGET_KEY] = explorer.PREDICTED if target is None else target
     if inputs.samples:
-        st.session_state[f"samples:{model}"] = list(inputs.samples)
-        params["samples"] = ",".join(inputs.samples)
-    st.switch_page(EXPLORER_PAGE, query_params=params)
+        st.session_state[explorer.SAMPLES_KEY] = list(inputs.samples)
+    st.switch_page(EXPLORER_PAGE)
 
 
 # --------------------------------------------------------------------------------------- table
