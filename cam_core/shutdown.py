@@ -103,10 +103,10 @@ def stop_on_sigterm() -> Iterator[None]:
 
 def _at_exit() -> None:
     # Daemon threads (Streamlit's script runners) may still be inside torch: stop them at their
-    # next forward and let them unwind before the interpreter tears torch down under them.
-    if _active[0]:
-        request_stop("the process is exiting")
-        wait_idle(EXIT_WAIT_S)
+    # next forward, and any they would start, and let them unwind before the interpreter tears
+    # torch down under them.
+    request_stop("the process is exiting")
+    wait_idle(EXIT_WAIT_S)
 
 
 atexit.register(_at_exit)

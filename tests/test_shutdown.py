@@ -151,3 +151,54 @@ def test_exit_hook_stops_a_daemon_thread_inside_a_computation(three_net, three_m
         handle.remove()
         shutdown.reset()
     assert not thread.is_alive() and len(outcome) == 1
+
+
+DAEMON_AT_EXIT = """
+import atexit
+import threading
+
+def after_cam_core():  # registered first, so it runs after cam_core's own exit hook
+    from cam_core import shutdown
+    print("after exit hook: stop requested", shutdown.stop_requested(),
+          "idle", shutdown.wait_idle(0), flush=True)
+
+atexit.register(after_cam_core)
+
+import torch
+from cam_core import Explainer, Modality
+from cam_core.errors import Cancelled
+from tests.conftest import ThreeInputNet, three_input_batch
+
+torch.manual_seed(0)
+net = ThreeInputNet()
+explainer = Explainer(net, [Modality("texture", channels=1), Modality("frequency", channels=1),
+                            Modality("rgb")], device="cpu")
+explainer.explain(three_input_batch(1), "fuse", "gradcam")  # imports done, as in a server
+started = threading.Event()
+net.register_forward_pre_hook(lambda m, a: started.set())
+
+def serve():  # like Streamlit's script thread: a daemon, computing when the server stops
+    try:
+        while True:
+            explainer.explain(three_input_batch(2, size=48), "fuse", "scorecam")
+    except Cancelled as exc:
+        print("daemon:", exc, flush=True)
+
+threading.Thread(target=serve, daemon=True).start()
+started.wait(120)
+print("main: exiting", flush=True)
+"""
+
+
+def test_process_exit_with_a_daemon_thread_in_scorecam_stops_it_and_exits_zero() -> None:
+    """The app's server on SIGTERM: Streamlit stops its loop and the interpreter exits while a
+    daemon script thread may be inside ScoreCAM; the exit hook stops it first."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", DAEMON_AT_EXIT], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "main: exiting" in done.stdout
+    assert "after exit hook: stop requested True idle True" in done.stdout
+    assert "terminate called" not in done.stderr
