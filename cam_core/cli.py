@@ -2,7 +2,7 @@
 
 ``explain`` writes, under ``--out DIR``::
 
-    overlays/{sample}_{modality}.png   heatmap blended on the image, uint8 RGB, input size
+    overlays/{sample}_{modality}.png   heatmap blended on the image, uint8 RGB, at the file's size
     cams/{sample}_{modality}.npy       float32 (H, W) in [0, 1], the modality's input size
     raw/{sample}_{modality}.npy        float32 (h, w), un-normalized, the layer's resolution
     summary.json                       model, settings, and per sample its prediction and files

@@ -810,6 +810,7 @@ class Explainer:
             cams=cams,
             raw=raw,
             display=batch.display,
+            originals=batch.originals,
             probabilities=probabilities,
             targets=targets,
             layer=layer if info.uses_layer else None,

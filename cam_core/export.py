@@ -6,7 +6,7 @@ ZIP, so what a user downloads is pixel for pixel what they saw.
 ZIP layout (``i`` = sample index, two digits; ``m`` = modality name)::
 
     settings.json            model, layer(s), method, target, colormap, image_weight, ...
-    overlays/{i}_{m}.png     heatmap blended on the image, uint8 RGB at the modality's input size
+    overlays/{i}_{m}.png     heatmap blended on the image, uint8 RGB at the upload's own size
     originals/{i}_{m}.png    the image the heatmap is drawn on (un-normalized), same size
     cams/{i}_{m}.npy         float32 (H, W) in [0, 1]: the CAM at the modality's input size
     raw/{i}_{m}.npy          float32 (h, w): the un-normalized map at the layer's resolution
@@ -48,7 +48,9 @@ def overlay_pngs(result: Any, *, colormap: str, image_weight: float) -> dict[str
     """
     names = list(result.cams)
     pool = _pool()
-    blended = dict(zip(names, pool.map(lambda n: result.overlay(n, colormap, image_weight), names)))
+    blended = dict(
+        zip(names, pool.map(lambda n: result.overlay(n, colormap, image_weight, True), names))
+    )
     jobs = [(name, i) for name in names for i in range(len(blended[name]))]
     encoded = pool.map(lambda job: to_png(blended[job[0]][job[1]]), jobs)
     out: dict[str, list[bytes]] = {name: [] for name in names}
@@ -61,12 +63,12 @@ def overlay_png(
     result: Any, modality: str, index: int, *, colormap: str, image_weight: float
 ) -> bytes:
     """PNG bytes of one overlay: sample ``index`` of ``modality``."""
-    return to_png(result.overlay(modality, colormap, image_weight)[index])
+    return to_png(result.overlay(modality, colormap, image_weight, True)[index])
 
 
 def original_pngs(result: Any) -> dict[str, list[bytes]]:
     """Per modality, one PNG per sample of the (un-normalized) image the CAM is drawn on."""
-    return {name: [to_png(image) for image in result.display[name]] for name in result.cams}
+    return {name: [to_png(image) for image in result.images(name)] for name in result.cams}
 
 
 def zip_names(index: int, modality: str) -> dict[str, str]:

@@ -163,11 +163,14 @@ class Batch:
         tensors: ``{name: float32 (N, C, H, W)}`` on the explainer's device.
         display: ``{name: uint8 (N, H, W, 3)}`` — what the CAM is drawn on.
         notes: things worth telling the user (alpha composited, 16-bit rescaled, ...).
+        originals: ``{name: [uint8 (H_i, W_i, 3)] * N}`` each image at its own size, for the
+            modalities whose images were resized for the model (overlays are drawn on these).
     """
 
     tensors: dict[str, torch.Tensor]
     display: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
+    originals: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -184,6 +187,7 @@ class Batch:
             {k: v[index : index + 1] for k, v in self.tensors.items()},
             {k: v[index : index + 1] for k, v in self.display.items()},
             self.notes,
+            {k: v[index : index + 1] for k, v in self.originals.items()},
         )
 
 
@@ -225,7 +229,7 @@ def prepare_inputs(
             f"{', '.join(names)}.",
             modality=unknown[0],
         )
-    tensors, display, notes = {}, {}, []
+    tensors, display, notes, originals = {}, {}, [], {}
     for modality in modalities:
         if modality.name not in inputs or inputs[modality.name] is None:
             raise InputError(
@@ -243,7 +247,7 @@ def prepare_inputs(
                     f"to {str(dtype).removeprefix('torch.')}, the model's dtype"
                 )
         else:
-            images = _load_images(modality, value, notes)
+            images = _load_images(modality, value, notes, originals)
             display[modality.name] = images if images.shape[3] == 3 else np.repeat(images, 3, 3)
             tensor = modality.normalize(images)
         tensors[modality.name] = tensor.to(device=device, dtype=dtype)
@@ -254,7 +258,7 @@ def prepare_inputs(
             f"every modality needs the same number of images (they are paired by order); "
             f"got {found}."
         )
-    return Batch(tensors, display, notes)
+    return Batch(tensors, display, notes, originals)
 
 
 def _check_tensor(modality: Modality, value: torch.Tensor) -> torch.Tensor:
@@ -310,15 +314,24 @@ def _as_image_list(value: Any, channels: int = 3) -> list[Any]:
     return [value]
 
 
-def _load_images(modality: Modality, value: Any, notes: list[str]) -> np.ndarray:
-    """Decode, convert and resize a modality's images → uint8 ``(N, H, W, channels)``."""
+def _load_images(
+    modality: Modality,
+    value: Any,
+    notes: list[str],
+    originals: dict[str, list[np.ndarray]] | None = None,
+) -> np.ndarray:
+    """Decode, convert and resize a modality's images → uint8 ``(N, H, W, channels)``.
+
+    When an image is resized, every image of the modality is also kept at its own size as
+    ``originals[name]`` (uint8 RGB), and a note says so.
+    """
     from .images import load_image
 
     name = modality.name
     sources = _as_image_list(value, modality.channels)
     if not sources:
         raise InputError(f"{name}: no image given.", modality=name)
-    images = []
+    images, own_size = [], []
     for i, source in enumerate(sources):
         label = f"{name}" if len(sources) == 1 else f"{name} image {i + 1}"
         own_notes: list[str] = []
@@ -329,9 +342,17 @@ def _load_images(modality: Modality, value: Any, notes: list[str]) -> np.ndarray
         notes.extend(f"{label}: {note}" for note in own_notes)
         if image.ndim == 2:
             image = image[:, :, None]
+        own_size.append(image)
         if modality.size is not None and image.shape[:2] != modality.size:
+            (h, w), (height, width) = image.shape[:2], modality.size
+            notes.append(
+                f"{label}: resized from {w}×{h} to {width}×{height} px for the model; its "
+                f"overlay is drawn at {w}×{h}"
+            )
             image = _resize(image, modality.size)
         images.append(image)
+    if originals is not None and any(a is not b for a, b in zip(own_size, images)):
+        originals[name] = [im if im.shape[2] == 3 else np.repeat(im, 3, 2) for im in own_size]
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         found = ", ".join(f"{im.shape[1]}×{im.shape[0]}" for im in images)

@@ -21,6 +21,8 @@ class CamResult:
         raw: ``{modality: float32 (N, h, w)}`` the un-normalized map at the layer's resolution
             (before ReLU and min-max), for methods that have one.
         display: ``{modality: uint8 (N, H, W, 3)}`` the un-normalized images the CAMs belong to.
+        originals: ``{modality: [uint8 (H_i, W_i, 3)] * N}`` the images at their own size, for
+            modalities whose images were resized for the model (see ``overlay(full_size=...)``).
         probabilities: float32 ``(N, num_classes)``.
         targets: the class explained for each sample.
         layer, method: what was computed (``layer`` is None for layer-free methods).
@@ -47,6 +49,7 @@ class CamResult:
     empty: dict[str, np.ndarray] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     options: dict[str, object] = field(default_factory=dict)
+    originals: dict[str, list[np.ndarray]] = field(default_factory=dict)
     layers: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -69,11 +72,20 @@ class CamResult:
         return f"class {index}"
 
     def overlay(
-        self, name: str, colormap: str | int = "jet", image_weight: float = 0.5
-    ) -> np.ndarray:
+        self,
+        name: str,
+        colormap: str | int = "jet",
+        image_weight: float = 0.5,
+        full_size: bool = False,
+    ) -> np.ndarray | list[np.ndarray]:
         """The CAMs of modality ``name`` drawn on its images: uint8 RGB ``(N, H, W, 3)``.
 
         Cheap (no model call): redo it on every colormap or blend change.
+
+        Args:
+            full_size: draw on each image at its own resolution and aspect ratio (the CAM,
+                computed at the model's input size, resized onto it, bilinear): a list of
+                uint8 ``(H_i, W_i, 3)``. Same as ``False`` for images that were not resized.
         """
         from .overlay import blend
 
@@ -82,4 +94,23 @@ class CamResult:
                 f"no CAM for modality {name!r}; this result has {', '.join(self.cams)}.",
                 modality=name,
             )
+        if full_size:
+            return [
+                blend(image[None], cam[None], colormap, image_weight)[0]
+                for image, cam in zip(self.images(name), self.full_size_cams(name))
+            ]
         return blend(self.display[name], self.cams[name], colormap, image_weight)
+
+    def images(self, name: str) -> list[np.ndarray]:
+        """Modality ``name``'s images at their own size: uint8 ``(H_i, W_i, 3)`` per sample."""
+        return list(self.originals.get(name, self.display[name]))
+
+    def full_size_cams(self, name: str) -> list[np.ndarray]:
+        """Modality ``name``'s CAMs resized (bilinear) onto its images at their own size:
+        float32 ``(H_i, W_i)`` in [0, 1] per sample."""
+        from .overlay import _resize_cams
+
+        return [
+            _resize_cams(cam[None], image.shape[:2])[0]
+            for cam, image in zip(self.cams[name], self.images(name))
+        ]

@@ -249,9 +249,10 @@ def test_zip_download_unzips_to_the_promised_files(
         settings = json.loads(archive.read("settings.json"))
         for m, size in sizes.items():
             for i in range(2):
+                # Overlays and originals at the upload's own size (48x40), CAMs at the model's.
                 for kind in ("overlays", "originals"):
                     with Image.open(io.BytesIO(archive.read(f"{kind}/{i:02d}_{m}.png"))) as im:
-                        assert im.size[::-1] == tuple(size) and im.mode == "RGB"
+                        assert im.size[::-1] == (48, 40) and im.mode == "RGB"
                 cam = np.load(io.BytesIO(archive.read(f"cams/{i:02d}_{m}.npy")))
                 assert cam.shape == tuple(size) and cam.dtype == np.float32
                 assert f"raw/{i:02d}_{m}.npy" in members

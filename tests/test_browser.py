@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -220,3 +221,154 @@ def test_attention_page_click_moves_the_query(server: str, browser) -> None:
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / "attention.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+# ------------------------------------------------------------------------------ issue 11: the view
+def _upload(page, files: dict[str, Path]) -> None:
+    """Open the inputs panel and give each modality its file; wait until all are attached."""
+    _open_inputs(page)
+    for name, path in files.items():
+        box = page.locator(MAIN_UPLOADERS).filter(has_text=name).first
+        box.locator('input[type="file"]').set_input_files(str(path))
+        box.get_by_text(path.name).wait_for(state="attached", timeout=WAIT_MS)
+
+
+def _sample_files(tmp_path: Path, prefix: str = "mine_") -> dict[str, Path]:
+    from cam_core import demo
+
+    sample = sorted(p for p in Path(demo.SAMPLES_DIR).iterdir() if p.is_dir())[-1]
+    files = {}
+    for m in demo.MODALITIES:
+        files[m.name] = tmp_path / f"{prefix}{m.name}.png"
+        files[m.name].write_bytes((sample / f"{m.name}.png").read_bytes())
+    return files
+
+
+def test_uploads_survive_a_visit_to_another_page_and_nothing_is_fetched_from_outside(
+    server: str, browser, tmp_path: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    outside: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(server) else None)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(server, timeout=WAIT_MS)
+    count = len(_sample_files(tmp_path))
+    _settled(page, count)
+    _upload(page, _sample_files(tmp_path))
+    _settled(page, count, "mine_")
+    page.get_by_role("link", name="About").click()
+    page.get_by_text("spec").first.wait_for(timeout=WAIT_MS)
+    page.wait_for_selector(IDLE, timeout=WAIT_MS)
+    page.get_by_role("link", name="Explorer").click()
+    _settled(page, count, "mine_")  # the uploads are explained again
+    assert page.get_by_text("Kept from before").count() == count
+    assert [u for u in outside if not u.startswith("data:")] == []
+    assert errors == []
+
+
+def test_the_first_overlay_is_in_view_at_1440x900_without_scrolling(server: str, browser) -> None:
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(server, timeout=WAIT_MS)
+    from cam_core import demo
+
+    _settled(page, len(demo.MODALITIES))
+    box = page.locator('[data-testid="stImage"] img').first.bounding_box()
+    assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 900, box
+    # The image_weight slider is above the sidebar's fold too.
+    slider = page.get_by_role("slider", name="image_weight").bounding_box()
+    assert slider is not None and slider["y"] + slider["height"] <= 900, slider
+
+
+def test_a_300x200_upload_is_shown_and_downloaded_at_300x200(
+    server: str, browser, tmp_path: Path
+) -> None:
+    from cam_core import demo
+
+    rng = np.random.default_rng(0)
+    files = {}
+    for m in demo.MODALITIES:
+        files[m.name] = tmp_path / f"wide_{m.name}.png"
+        shape = (200, 300, 3) if m.channels == 3 else (200, 300)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(files[m.name])
+    page = browser.new_page(viewport={"width": 1440, "height": 900}, accept_downloads=True)
+    page.goto(server, timeout=WAIT_MS)
+    _settled(page, len(files))
+    _upload(page, files)
+    _settled(page, len(files), "wide_")
+    sizes = page.eval_on_selector_all(
+        '[data-testid="stImage"] img', "els => els.map(e => [e.naturalWidth, e.naturalHeight])"
+    )
+    assert sizes == [[300, 200]] * len(files)
+    # (The downloaded bytes are the shown PNGs: tests/test_app.py checks the ZIP's sizes.)
+    page.get_by_text("notes on this result").first.click()
+    page.get_by_text("resized from 300×200").first.wait_for(timeout=WAIT_MS)
+
+
+def test_a_file_over_the_limit_gets_a_visible_error_under_its_uploader(
+    server: str, browser, tmp_path: Path
+) -> None:
+    from cam_core import demo
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\0" * (21 * 1024 * 1024))
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(server, timeout=WAIT_MS)
+    _settled(page, len(demo.MODALITIES))
+    _open_inputs(page)
+    box = page.locator(MAIN_UPLOADERS).filter(has_text=demo.MODALITIES[0].name).first
+    box.locator('input[type="file"]').set_input_files(str(huge))
+    error = page.locator('[data-testid="stAlertContentError"]', has_text="huge.png").first
+    error.wait_for(state="visible", timeout=WAIT_MS)
+    assert "limit is 20 MB" in error.inner_text()
+
+
+SIZELESS_SPEC = """
+import torch
+from torch import nn
+from cam_core import Modality
+
+MODALITIES = [Modality("rgb"), Modality("depth", channels=1)]
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rgb = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.depth = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+        self.fuse = nn.Sequential(nn.Conv2d(8, 4, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, rgb, depth):
+        x = self.fuse(torch.cat([self.rgb(rgb), self.depth(depth)], 1))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def build_model():
+    torch.manual_seed(0)
+    return Net()
+"""
+
+
+def test_a_spec_without_sizes_shows_overlays_after_uploads(
+    browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tmp_path / "mine.py"
+    spec.write_text(SIZELESS_SPEC)
+    monkeypatch.setenv("CAM_EXPLORER_SPEC", str(spec))  # the server inherits it
+    files = {"rgb": tmp_path / "photo.png", "depth": tmp_path / "depth.png"}
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(files["rgb"])
+    Image.fromarray(np.full((30, 40), 40, np.uint8)).save(files["depth"])
+    with streamlit_server(START_TIMEOUT_S) as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(url, timeout=WAIT_MS)
+        page.get_by_text("The layers are listed once every input has an image").wait_for(
+            timeout=WAIT_MS
+        )
+        page.wait_for_selector(IDLE, timeout=WAIT_MS)
+        for name, path in files.items():
+            box = page.locator(MAIN_UPLOADERS).filter(has_text=name).first
+            box.locator('input[type="file"]').set_input_files(str(path))
+            box.get_by_text(path.name).wait_for(state="attached", timeout=WAIT_MS)
+        _settled(page, 2)
+        assert page.locator('[data-testid="stException"]').count() == 0

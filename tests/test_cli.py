@@ -120,7 +120,8 @@ def test_explain_example_spec_folders_in_batches(tmp_path, capsys, forgery):
     result = explainer.explain(sample, method="gradcam++", target="fake")
     np.testing.assert_allclose(cam, result.cams["rgb"][0], atol=1e-5)
     png = np.asarray(Image.open(tmp_path / "out" / "overlays" / "0003_rgb.png"))
-    np.testing.assert_array_equal(png, result.overlay("rgb", "viridis", 0.3)[0])
+    # ... at the file's own size (48x40 here; the model's input is 64x64).
+    np.testing.assert_array_equal(png, result.overlay("rgb", "viridis", 0.3, full_size=True)[0])
 
 
 def test_a_single_file_is_used_with_every_image_of_a_folder(tmp_path, capsys, forgery):
