@@ -34,6 +34,7 @@ __all__ = [
     "OutputRule",
     "Tap",
     "describe_output",
+    "evaluating",
     "input_sources",
     "model_lock",
     "pick_output",
@@ -80,6 +81,10 @@ class BoundModel(nn.Module):
         self.explained = explained
         self.output_rule = output
         self.last_logits: torch.Tensor | None = None
+        self.first_logits: torch.Tensor | None = None  # of the first forward (unperturbed)
+        # Inputs become leaves requiring grad (so frozen models' layers get gradients, and the
+        # graph can be walked back to them); the floor-cost engine turns this off.
+        self.track_inputs = True
         self.forwards = 0  # forward passes so far: routing hooks count calls per pass
         self.leaves: dict[str, torch.Tensor] = {}  # the current forward's input tensors
         self.batch = 0  # batch size of the current forward
@@ -90,7 +95,7 @@ class BoundModel(nn.Module):
         self.batch = n = x.shape[0]
         self.leaves = {}
         args, kwargs = [], {}
-        track = torch.is_grad_enabled()
+        track = self.track_inputs and torch.is_grad_enabled()
         for modality in self.modalities:
             if modality.name == self.explained:
                 value = x
@@ -116,6 +121,8 @@ class BoundModel(nn.Module):
             raise error from exc
         logits = select_logits(output, self.output_rule)
         self.last_logits = logits.detach()
+        if self.forwards == 1:
+            self.first_logits = self.last_logits
         return logits
 
     @contextlib.contextmanager
@@ -352,6 +359,23 @@ def model_lock(model: nn.Module) -> threading.RLock:
         if lock is None:
             lock = _LOCKS[model] = threading.RLock()
         return lock
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` in the block, training flags restored on exit (also after an error).
+
+    All the floor-cost engine changes: it never touches ``.grad``, ``requires_grad`` or the
+    module structure, so it needs none of :func:`preserved_state`'s bookkeeping.
+    """
+    training = [m for m in model.modules() if m.training]
+    for module in training:
+        module.training = False
+    try:
+        yield
+    finally:
+        for module in training:
+            module.training = True
 
 
 @contextlib.contextmanager

@@ -9,20 +9,23 @@ one request, and the model is left exactly as it was — hooks removed, training
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .adapter import BoundModel, OutputRule, Tap, model_lock, preserved_state
+from .adapter import BoundModel, OutputRule, evaluating, model_lock, preserved_state
 from .attention import AttentionRecorder, AttentionResult, attention_kind, read_attention
-from .branches import LayerScope, branch_maps, fused_notice, pick_branches, trace_scopes
+from .branches import LayerScope, branch_maps, pick_branches, trace_scopes
 from .contributions import probability_drops
-from .errors import CamError, InputError, LayerError, MethodError, ResourceError, TargetError
+from .engine import WEIGHTINGS, LayerRequest, class_probabilities, resolve_targets, run_layers
+from .errors import InputError, LayerError, MethodError, ResourceError, TargetError
+from .gradcam_runs import GradCamJob
 from .layers import (
     LAYOUTS,
     LayerInfo,
@@ -90,6 +93,9 @@ class Explainer:
         self.lock = model_lock(self.model)
         self._trees: dict[tuple, list[LayerInfo]] = {}
         self._scopes: dict[tuple, list[LayerScope]] = {}
+        # Which modalities reach a layer, per (layer, input sizes): found once by walking the
+        # autograd graph, so later requests need no input gradients.
+        self._sources: dict[tuple, set[str] | None] = {}
 
     @property
     def names(self) -> list[str]:
@@ -139,7 +145,7 @@ class Explainer:
             self.model.eval()
             bound = self._bound(batch, self.modalities[0].name)
             logits = bound(batch.tensors[self.modalities[0].name])
-        return _probabilities(logits)
+        return class_probabilities(logits)
 
     def layer_tree(self, inputs: Mapping[str, Any] | Batch | None = None) -> list[LayerInfo]:
         """Every module of the model, one row per call, with whether it can be a CAM target.
@@ -199,6 +205,7 @@ class Explainer:
         batch = self.prepare(inputs)
         targets = self._check_targets(target, batch.size)
         layer = layer if layer is not None else self.default_layer
+        options = {"aug_smooth": bool(aug_smooth), "eigen_smooth": bool(eigen_smooth)}
         module = call = None
         if info.uses_layer:
             if layer is None:
@@ -206,9 +213,11 @@ class Explainer:
                     f"choose a layer for {info.name!r} (see Explainer.layer_tree()); this model "
                     "has no default layer."
                 )
+            if info.name in WEIGHTINGS:
+                return self._floor(batch, [layer], info, targets, options)[layer]
             module_path, call = parse_layer(layer)
             module = resolve_module(self.model, module_path)
-        job = _Job(self, info, batch, module, call, aug_smooth, eigen_smooth, progress)
+        job = GradCamJob(self, info, batch, module, call, aug_smooth, eigen_smooth, progress)
         job.layout = self._layout(batch, layer) if module is not None else None
         try:
             with self._guarded():
@@ -217,7 +226,6 @@ class Explainer:
             job.layout = self._settled_layout(batch, layer)
             with self._guarded():
                 maps, probabilities, resolved, notices = job.run(targets)
-        options = {"aug_smooth": bool(aug_smooth), "eigen_smooth": bool(eigen_smooth)}
         return self._result(batch, info, layer, maps, probabilities, resolved, notices, options)
 
     def sweep(
@@ -231,11 +239,10 @@ class Explainer:
     ) -> dict[str, CamResult]:
         """CAMs at many layers, ``{layer: CamResult}``, from one forward and one backward pass.
 
-        Every layer's output is routed through its own tap; one ``torch.autograd.grad`` of the
-        class scores gives all their gradients (and no parameter gradients), and each method's
-        own ``get_cam_image`` turns them into maps — the same numbers as :meth:`explain`.
-        Methods that perturb inputs or need more than one pass (ScoreCAM, AblationCAM,
-        ShapleyCAM, FullGrad) and token layers split per modality fall back to one
+        Every layer is tapped in one forward; one ``torch.autograd.grad`` of the class scores
+        gives all their gradients (no parameter or input gradients) — the same numbers as
+        :meth:`explain` (see :mod:`~cam_core.engine`).  Methods that perturb inputs or need
+        more than one pass (ScoreCAM, AblationCAM, ShapleyCAM, FullGrad) fall back to one
         :meth:`explain` per layer.
         """
         info = get_method(method)
@@ -244,84 +251,13 @@ class Explainer:
         if not layers:
             raise LayerError("sweep() needs at least one layer (see Explainer.layer_tree()).")
         targets = self._check_targets(target, batch.size)
-        if info.per_sample or info.input_dependent or info.input_gradient or not info.uses_layer:
+        if info.name not in WEIGHTINGS:
             return {
                 layer: self.explain(batch, layer, method, target, eigen_smooth=eigen_smooth)
                 for layer in layers
             }
-        found = {layer: parse_layer(layer) for layer in layers}
-        modules = {layer: resolve_module(self.model, path) for layer, (path, _) in found.items()}
         options = {"aug_smooth": False, "eigen_smooth": bool(eigen_smooth)}
-        results: dict[str, CamResult] = {}
-        with self._guarded():
-            self.model.eval()
-            first = self.names[0]
-            bound = self._bound(batch, first)
-            taps = {layer: _Capture() for layer in layers}
-            with ExitStack() as stack:
-                records = {
-                    layer: stack.enter_context(
-                        bound.routed(
-                            modules[layer],
-                            found[layer][1] or 0,
-                            first,
-                            taps[layer],
-                            layer,
-                            self._layout(batch, layer),
-                            strict=False,
-                        )  # fmt: skip
-                    )
-                    for layer in layers
-                }
-                logits = bound(batch.tensors[first])
-            chosen = [_ClassTarget(t) for t in targets]
-            score = sum(t(row) for t, row in zip(chosen, logits))
-            reached = [layer for layer in layers if taps[layer].output is not None]
-            grads = dict.fromkeys(layers)
-            if info.uses_gradients and reached:
-                outputs = [taps[layer].output for layer in reached]
-                grads.update(zip(reached, torch.autograd.grad(score, outputs, allow_unused=True)))
-            probabilities = _probabilities(logits)
-            used = [t.index for t in chosen]
-            for layer in layers:
-                record, call = records[layer], found[layer][1]
-                if record.calls == 0 or (call is not None and call >= record.calls):
-                    results[layer] = None  # explain() below raises the precise LayerError
-                    continue
-                if record.undecided is not None or (record.view is not None and record.view.split):
-                    results[layer] = None  # explain() settles an undecided layout
-                    continue
-                if info.uses_gradients and grads[layer] is None:
-                    raise LayerError(
-                        f"the class score does not depend on layer {layer!r} (no gradient "
-                        "reached it); choose a layer on the path from the inputs to the output."
-                    )
-                cam_obj = info.engine(bound, [taps[layer]])
-                _release(cam_obj)
-                activations = taps[layer].output.detach().float().cpu().numpy()
-                gradient = grads[layer]
-                gradient = None if gradient is None else gradient.float().cpu().numpy()
-                raw = np.asarray(
-                    cam_obj.get_cam_image(
-                        batch.tensors[first], taps[layer], chosen, activations, gradient,
-                        eigen_smooth,
-                    ),
-                    np.float32,
-                )  # fmt: skip
-                native = _scale_native(raw)
-                maps = _per_modality({first: [native]}, {first: [raw]}, [], batch)
-                notices = _scope_notice(layer, record, self.names)
-                if call is None and record.calls > 1:
-                    notices.append(_first_call_notice(layer, record.calls))
-                results[layer] = self._result(
-                    batch, info, layer, maps, probabilities, list(used), notices, options
-                )
-        for layer in layers:
-            if results[layer] is None:
-                results[layer] = self.explain(
-                    batch, layer, method, target, eigen_smooth=eigen_smooth
-                )
-        return results
+        return self._floor(batch, layers, info, targets, options)
 
     def attention(self, inputs: Mapping[str, Any] | Batch, layer: str) -> AttentionResult:
         """Raw attention weights ``(N, heads, Lq, Lk)`` of one attention layer (see
@@ -473,7 +409,7 @@ class Explainer:
             self.model.eval()
             first = self.names[0]
             logits = self._bound(batch, first)(batch.tensors[first])
-            resolved = _resolve(targets, logits)
+            resolved = resolve_targets(targets, logits)
 
             def bind(tensors: Mapping[str, torch.Tensor], explained: str) -> BoundModel:
                 return self._bound(Batch(dict(tensors), {}), explained)
@@ -577,25 +513,29 @@ class Explainer:
         with self._guarded(), torch.no_grad():
             self.model.eval()
             logits = logits_of(batch.tensors)
-            used = _resolve(targets, logits)
+            used = resolve_targets(targets, logits)
             return probability_drops(
-                lambda tensors: _probabilities(logits_of(tensors)),
+                lambda tensors: class_probabilities(logits_of(tensors)),
                 batch.tensors,
                 self.modalities,
-                _probabilities(logits),
+                class_probabilities(logits),
                 used,
             )
 
     # -- internals --------------------------------------------------------------------------------
 
     @contextmanager
-    def _guarded(self) -> Iterator[None]:
-        """Lock, autograd on, model state restored, out-of-memory turned into ResourceError."""
+    def _guarded(self, state: bool = True) -> Iterator[None]:
+        """Lock, autograd on, model state restored, out-of-memory turned into ResourceError.
+
+        ``state=False``: only the training flags are restored (the floor-cost engine changes
+        nothing else); grad-cam's classes need the full :func:`preserved_state`.
+        """
         out_of_memory = None
         with self.lock, computing():
             try:
                 with (
-                    preserved_state(self.model),
+                    preserved_state(self.model) if state else evaluating(self.model),
                     torch.inference_mode(False),
                     torch.enable_grad(),
                 ):
@@ -626,6 +566,53 @@ class Explainer:
         return BoundModel(self.model, self.modalities, tensors, first, self.output, self.device)(
             tensors[first]
         )
+
+    def _floor(
+        self,
+        batch: Batch,
+        layers: Sequence[str],
+        info: MethodInfo,
+        targets: list[int | None],
+        options: dict[str, object],
+    ) -> dict[str, CamResult]:
+        """Every layer's CAMs from the floor-cost engine: one forward, one ``autograd.grad``."""
+        requests = {}
+        for layer in layers:
+            module_path, call = parse_layer(layer)
+            module = resolve_module(self.model, module_path)
+            layout = self._layout(batch, layer)
+            requests[layer] = LayerRequest(layer, module_path, module, call, layout)
+        sizes = tuple(batch.sizes().items())
+        cached = [label for label in requests if (label, sizes) in self._sources]
+        known = {label: self._sources[label, sizes] for label in cached}
+        while True:
+            try:
+                with self._guarded(state=False):
+                    runs, probabilities, used = run_layers(
+                        self._bound(batch, self.names[0]),
+                        batch.tensors,
+                        list(requests.values()),
+                        WEIGHTINGS[info.name],
+                        targets,
+                        eigen_smooth=bool(options["eigen_smooth"]),
+                        aug_smooth=bool(options["aug_smooth"]),
+                        known_sources=known,
+                    )
+                break
+            except UndecidedLayer as exc:
+                # Channels-first or -last? The layer tree's dry runs at other sizes settle it.
+                label = getattr(exc, "layer", None)
+                if label not in requests or requests[label].layout is not None:
+                    raise
+                layout = self._settled_layout(batch, label)
+                requests[label] = dataclasses.replace(requests[label], layout=layout)
+        results = {}
+        for layer, run in runs.items():
+            self._sources[layer, sizes] = run.sources
+            results[layer] = self._result(
+                batch, info, layer, run.maps, probabilities, list(used), run.notices, options
+            )
+        return results
 
     def _bound(self, batch: Batch, explained: str) -> BoundModel:
         return BoundModel(
@@ -824,316 +811,6 @@ class Explainer:
         )
 
 
-class _NoGradient(Exception):
-    """No gradient reached the layer in this run (it is not between input and score)."""
-
-
-class _ClassTarget:
-    """grad-cam target: the logit of one class, checked against the number of classes.
-
-    ``index=None`` explains the predicted class (argmax), resolved on first use.
-    """
-
-    def __init__(self, index: int | None) -> None:
-        self.index = index
-
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        classes = output.shape[-1]
-        if self.index is None:
-            self.index = int(output.detach().argmax(dim=-1).flatten()[0])
-        if self.index >= classes:
-            raise TargetError(
-                f"target class {self.index} is out of range: the model has {classes} classes "
-                f"(0..{classes - 1})."
-            )
-        return output[..., self.index]
-
-
-class _Job:
-    """One explain request: plans the engine runs and assembles per-modality CAMs."""
-
-    layout: str | None = None  # the layer's 4-D layout, when the user or a dry run settled it
-
-    def __init__(
-        self,
-        explainer: Explainer,
-        info: MethodInfo,
-        batch: Batch,
-        module: nn.Module | None,
-        call: int | None,
-        aug_smooth: bool,
-        eigen_smooth: bool,
-        progress: Progress | None,
-    ) -> None:
-        self.explainer = explainer
-        self.info = info
-        self.batch = batch
-        self.module = module
-        self.call = call
-        self.aug_smooth = bool(aug_smooth)
-        self.eigen_smooth = bool(eigen_smooth)
-        self.progress = progress
-        self.names = [m.name for m in explainer.modalities]
-
-    def run(self, targets: list[int | None]):
-        """Compute everything; called under the explainer's guard.
-
-        Returns ``(cams, raw, probabilities, targets, notices)``.
-        """
-        explainer, info, batch = self.explainer, self.info, self.batch
-        explainer.model.eval()
-        probabilities = None
-        if info.per_sample or self.aug_smooth:
-            # These runs see perturbed inputs: the predicted class must be fixed beforehand.
-            with torch.no_grad():
-                first = self.names[0]
-                logits = explainer._bound(batch, first)(batch.tensors[first])
-            probabilities = _probabilities(logits)
-            targets = _resolve(targets, logits)
-        samples = list(range(batch.size)) if info.per_sample else [None]
-        plan = self.names if info.input_dependent else self.names[:1]
-        native: dict[str, list[np.ndarray]] = {}
-        raw: dict[str, list[np.ndarray]] = {}
-        missing: list[str] = []
-        notices: list[str] = []
-        done = 0
-        index = 0
-        while index < len(plan):
-            name = plan[index]
-            cams, raws, record = [], [], None
-            for sample in samples:
-                part = batch if sample is None else batch.select(sample)
-                part_targets = targets if sample is None else [targets[sample]]
-                cam, raw_map, record, bound, used = self._run_engine(part, name, part_targets)
-                cams.append(cam)
-                raws.append(raw_map)
-                if sample is None:
-                    targets = used
-                    if probabilities is None:
-                        probabilities = _probabilities(bound.last_logits)
-                done += 1
-                if self.progress is not None:
-                    self.progress(done, len(samples) * len(plan))
-            if record is not None and record.missing_segment:
-                missing.append(name)
-            else:
-                native[name], raw[name] = cams, raws
-            view = record.view if record is not None else None
-            if index == 0 and record is not None:
-                notices += self._route_notices(record)
-                if not info.input_dependent:
-                    notices += _scope_notice(self.label(), record, self.names)
-            if index == 0 and view is not None and view.split and not info.input_dependent:
-                # Tokens of several modalities: each modality's CAM from its own tokens.
-                others = self.names[1:] if name == self.names[0] else []
-                plan = [name] + [n for n in others if view.segment_for(n) is not None]
-                missing += [n for n in others if view.segment_for(n) is None]
-            index += 1
-        for name in missing:
-            notices.append(
-                f"{name}: the layer's tokens hold no {name} tokens, so there is no CAM for it "
-                "here (shown empty)."
-            )
-        return _per_modality(native, raw, missing, batch), probabilities, targets, notices
-
-    def _run_engine(self, batch: Batch, explained: str, targets: list[int | None]):
-        """One grad-cam run explaining ``explained``.
-
-        Returns the CAM (native resolution for layer methods), the raw map, the routing
-        record, the bound model and the class used per sample.
-        """
-        order = [explained]
-        if self.info.input_gradient and not self.info.input_dependent:
-            # ShapleyCAM differentiates w.r.t. the input only: its hooks fire only when the
-            # layer lies between that input and the score, so try each modality in turn.
-            order += [n for n in self.names if n != explained]
-        for through in order:
-            try:
-                return self._run_once(batch, through, explained, targets)
-            except _NoGradient:
-                continue
-        raise LayerError(
-            f"the class score does not depend on layer {self.module_name()!r} (no gradient "
-            "reached it); choose a layer on the path from the inputs to the output."
-        )
-
-    def _run_once(self, batch: Batch, through: str, explained: str, targets: list[int | None]):
-        """One engine run with ``through`` as grad-cam's input and ``explained``'s tokens."""
-        explainer, info = self.explainer, self.info
-        bound = explainer._bound(batch, through)
-        segment_of = explained if info.uses_layer else None
-        cam_obj = info.engine(bound, [bound.tap] if info.uses_layer else [])
-        raws: list[np.ndarray] = []
-        if info.uses_layer:
-            # Native resolution: one map serves every modality, resized to each afterwards.
-            cam_obj.get_target_width_height = lambda _input: None
-            original = cam_obj.get_cam_image
-
-            def capture(input_tensor, layer, chosen, activations, grads, *args, **kwargs):
-                if activations is None or (info.uses_gradients and grads is None):
-                    raise _NoGradient
-                out = original(input_tensor, layer, chosen, activations, grads, *args, **kwargs)
-                raws.append(np.asarray(out, dtype=np.float32))
-                return out
-
-            cam_obj.get_cam_image = capture
-        record = None
-        try:
-            with self._routing(bound, segment_of) as record:
-                cam, raw, used = self._call_engine(cam_obj, bound, through, targets, raws)
-        except _NoGradient:
-            self._check_calls(record)
-            raise
-        except AssertionError as exc:
-            raise MethodError(
-                f"{info.name} cannot run on this model: grad-cam's internal check failed "
-                f"({exc or 'assertion'}); shared or unused conv layers break FullGrad."
-            ) from exc
-        finally:
-            _release(cam_obj)
-        self._check_calls(record)
-        # Methods without a class score (EigenCAM) never looked at the target: check it here.
-        used = _resolve(used, bound.last_logits)
-        return cam, raw, record, bound, used
-
-    def _call_engine(self, cam_obj, bound, explained, targets, raws):
-        """The engine call itself, with our own augmentation smoothing.
-
-        Returns ``(cam, raw, classes used)``.
-        """
-        if not self.aug_smooth:
-            chosen = [_ClassTarget(t) for t in targets]
-            cam = cam_obj(bound.tensors[explained], chosen, eigen_smooth=self.eigen_smooth)
-            cam = np.asarray(cam, np.float32)
-            return cam, (raws[-1] if raws else cam), [t.index for t in chosen]
-        import ttach as tta
-
-        # grad-cam's own smoothing would flip only the explained modality; flip them all.
-        transforms = tta.Compose([tta.HorizontalFlip(), tta.Multiply(factors=[0.9, 1, 1.1])])
-        cams, raw_maps = [], []
-        original = dict(bound.tensors)
-        try:
-            for transform in transforms:
-                bound.tensors = {k: transform.augment_image(v) for k, v in original.items()}
-                chosen = [_ClassTarget(t) for t in targets]
-                cam = cam_obj(bound.tensors[explained], chosen, eigen_smooth=self.eigen_smooth)
-                cams.append(_deaugment(transform, cam))
-                raw_maps.append(_deaugment(transform, raws[-1] if raws else cam))
-        finally:
-            bound.tensors = original
-        mean = np.mean(cams, axis=0, dtype=np.float32)
-        return mean, np.mean(raw_maps, axis=0, dtype=np.float32), list(targets)
-
-    def _check_calls(self, record: Any) -> None:
-        """LayerError when the chosen call of the layer never ran."""
-        if record is None:
-            return
-        if record.calls == 0:
-            raise LayerError(
-                f"layer {self.module_name()!r} was not called during the forward pass; choose a "
-                "layer the model runs (see Explainer.layer_tree())."
-            )
-        if self.call is not None and self.call >= record.calls:
-            raise LayerError(
-                f"layer {self.module_name()!r} runs {record.calls} time(s) per forward; there is "
-                f"no call {self.call} (calls are numbered from 0)."
-            )
-
-    @contextmanager
-    def _routing(self, bound: BoundModel, segment_of: str | None):
-        if self.module is None:
-            yield None
-            return
-        with bound.routed(
-            self.module, self.call or 0, segment_of, label=self.label(), layout=self.layout
-        ) as record:
-            yield record
-
-    def label(self) -> str:
-        """The layer as the user named it (``"encoder@1"``)."""
-        return self.module_name() + (f"@{self.call}" if self.call is not None else "")
-
-    def module_name(self) -> str:
-        for name, module in self.explainer.model.named_modules():
-            if module is self.module:
-                return name
-        return "?"
-
-    def _route_notices(self, record) -> list[str]:
-        notices = []
-        if self.call is None and record.calls > 1:
-            notices.append(_first_call_notice(self.module_name(), record.calls))
-        return notices
-
-
-def _per_modality(
-    native: dict[str, list[np.ndarray]],
-    raw: dict[str, list[np.ndarray]],
-    missing: Sequence[str],
-    batch: Batch,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per-modality CAMs at each modality's input size, scaled the way grad-cam does.
-
-    ``native[name]`` are the runs' maps (concatenated over samples).  A modality without its
-    own run shares the first run's map (layer methods compute one map at the layer's
-    resolution); a ``missing`` one gets zeros.  Returns ``(cams, raw maps, NaN per sample)``.
-    """
-    from pytorch_grad_cam.utils.image import scale_cam_image
-
-    first = next(iter(native))
-    cams, raws, nan = {}, {}, {}
-    for name, (height, width) in batch.sizes().items():
-        if name in missing:
-            cams[name] = raws[name] = np.zeros((batch.size, height, width), np.float32)
-            nan[name] = np.zeros(batch.size, bool)
-            continue
-        cam = np.concatenate(native.get(name, native[first]), axis=0)
-        raws[name] = np.concatenate(raw.get(name, raw[first]), axis=0).astype(np.float32)
-        nan[name] = ~np.isfinite(raws[name]).reshape(len(cam), -1).all(axis=1)
-        cam = np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
-        if cam.shape[-2:] != (height, width):
-            cam = scale_cam_image(cam, (width, height))
-        cams[name] = np.clip(scale_cam_image(cam), 0.0, 1.0).astype(np.float32)
-    return cams, raws, nan
-
-
-class _Capture(nn.Identity):
-    """A tap that keeps its output, for :meth:`Explainer.sweep`'s single backward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.output: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.output = x
-        return x
-
-
-def _scale_native(raw: np.ndarray) -> np.ndarray:
-    """grad-cam's per-layer scaling at the layer's own resolution: ReLU, then min-max."""
-    from pytorch_grad_cam.utils.image import scale_cam_image
-
-    return scale_cam_image(scale_cam_image(np.maximum(raw, 0)))
-
-
-def _scope_notice(layer: str, record: Any, names: Sequence[str]) -> list[str]:
-    """Notices when one map is drawn on inputs it is not the evidence of: the layer mixes
-    several modalities (a fused layer), or sees only some (a branch) and is drawn on the others
-    for comparison."""
-    sources = record.sources
-    if not sources or (record.view is not None and record.view.split):
-        return []
-    mixed = [n for n in names if n in sources]
-    notices = [fused_notice(layer, mixed)] if len(mixed) > 1 else []
-    others = [n for n in names if n not in sources]
-    if others:
-        notices.append(
-            f"{layer} sees only {', '.join(mixed)}: on {', '.join(others)} the same map is drawn "
-            "for comparison, not as evidence found in those inputs."
-        )
-    return notices
-
-
 def _part(progress: Progress | None, index: int, parts: int) -> Progress | None:
     """``progress`` of part ``index`` of ``parts`` equal parts, reported on the whole."""
     if progress is None:
@@ -1141,66 +818,9 @@ def _part(progress: Progress | None, index: int, parts: int) -> Progress | None:
     return lambda done, total: progress(index * total + done, parts * total)
 
 
-def _first_call_notice(name: str, calls: int) -> str:
-    return (
-        f"{name} runs {calls} times per forward; its first call was used — choose "
-        f"{name}@1 … {name}@{calls - 1} for the others."
-    )
-
-
-def _release(cam_obj: Any) -> None:
-    """Remove grad-cam's hooks and drop what they captured.
-
-    Not grad-cam's own ``release()``: its ``detach_()`` fails on views (ShapleyCAM keeps the
-    graph), which would leave hooks behind.
-    """
-    capture = getattr(cam_obj, "activations_and_grads", None)
-    if capture is not None:
-        for handle in capture.handles:
-            handle.remove()
-        capture.handles.clear()
-        capture.activations = []
-        capture.gradients = []
-    # AblationCAM skips removing its own hook when a forward fails; the hook, the outputs'
-    # graph and our get_cam_image wrapper would otherwise keep the model and inputs alive.
-    for layer in getattr(cam_obj, "target_layers", []):
-        if isinstance(layer, Tap):
-            layer._forward_hooks.clear()
-    cam_obj.outputs = None
-    vars(cam_obj).pop("get_cam_image", None)
-
-
-def _deaugment(transform: Any, cam: np.ndarray) -> np.ndarray:
-    tensor = torch.from_numpy(np.asarray(cam, np.float32)[:, None])
-    return transform.deaugment_mask(tensor)[:, 0].numpy()
-
-
-def _resolve(targets: list[int | None], logits: torch.Tensor) -> list[int]:
-    """Predicted class where the target is None; every index checked against the classes."""
-    predicted = logits.argmax(dim=-1).tolist()
-    classes = logits.shape[-1]
-    resolved = [p if t is None else t for t, p in zip(targets, predicted)]
-    for t in resolved:
-        if t >= classes:
-            raise TargetError(
-                f"target class {t} is out of range: the model has {classes} classes "
-                f"(0..{classes - 1})."
-            )
-    return resolved
-
-
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
-
-
-def _probabilities(logits: torch.Tensor | None) -> np.ndarray:
-    if logits is None:
-        raise CamError("the model produced no output.")
-    logits = logits.detach().float().cpu()
-    if logits.shape[-1] == 1:
-        return torch.sigmoid(logits).numpy()
-    return torch.softmax(logits, dim=-1).numpy()
 
 
 def _shape_of(output: Any) -> tuple[int, ...] | None:

@@ -228,10 +228,11 @@ class ScriptStopped(BaseException):
 
 
 ENTRY_POINTS = {
-    # name: (call, which forward pass of attn raises)
+    # name: (call, which forward pass of attn raises).  Perturbation methods run no prediction
+    # forward: pass 1 is grad-cam's own on the sample, then AblationCAM's activation pass.
     "explain-gradcam": (lambda e, x: e.explain(x, "fuse", "gradcam"), 1),
-    "explain-scorecam-masked-batch": (lambda e, x: e.explain(x, "fuse", "scorecam"), 3),
-    "explain-ablationcam-layer-swapped-in": (lambda e, x: e.explain(x, "fuse", "ablationcam"), 4),
+    "explain-scorecam-masked-batch": (lambda e, x: e.explain(x, "fuse", "scorecam"), 2),
+    "explain-ablationcam-layer-swapped-in": (lambda e, x: e.explain(x, "fuse", "ablationcam"), 3),
     "sweep": (lambda e, x: e.sweep(x, ["fuse", "rgb_branch"]), 1),
     "attention-perturbation-pass": (lambda e, x: e.attention(x, "attn"), 2),
     "layer_tree": (lambda e, x: e.layer_tree(x), 1),
@@ -285,9 +286,9 @@ def test_stop_inside_the_forward_leaves_model_clean_and_lock_free(
     ("method", "at"),
     [
         ("gradcam", 1),
-        ("scorecam", 3),  # in the masked batches
-        ("ablationcam", 3),  # get_cam_weights' scoring forward
-        ("ablationcam", 4),  # an ablation batch, the ablation layer swapped in
+        ("scorecam", 2),  # in the masked batches
+        ("ablationcam", 2),  # get_cam_weights' scoring forward
+        ("ablationcam", 3),  # an ablation batch, the ablation layer swapped in
     ],
 )
 def test_out_of_memory_frees_every_tensor_of_the_failed_request(method, at, three_modalities):
