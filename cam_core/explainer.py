@@ -96,6 +96,7 @@ class Explainer:
         # Which modalities reach a layer, per (layer, input sizes): found once by walking the
         # autograd graph, so later requests need no input gradients.
         self._sources: dict[tuple, set[str] | None] = {}
+        self._copy_bytes: dict[tuple, int] = {}  # one perturbed copy's memory, per input sizes
 
     @property
     def names(self) -> list[str]:

@@ -10,6 +10,8 @@ the floor-cost engine (:mod:`~cam_core.maps`).
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +32,18 @@ from .errors import LayerError, MethodError, TargetError
 from .maps import LayerMaps, augmentations, native, per_modality
 from .methods import MethodInfo
 from .modality import Batch
+from .model_checks import is_out_of_memory
 
 if TYPE_CHECKING:
     from .explainer import Explainer
 
-__all__ = ["ClassTarget", "GradCamJob", "release"]
+__all__ = ["ClassTarget", "GradCamJob", "free_memory", "release"]
 
 Progress = Callable[[int, int], None]
+
+# Masked/ablated copies per model call: at most this many (CPU gains nothing from more), and at
+# most what half the free memory holds.
+MAX_COPIES = {"cpu": 32, "cuda": 256}
 
 
 class _NoGradient(Exception):
@@ -89,6 +96,8 @@ class GradCamJob:
         self.eigen_smooth = bool(eigen_smooth)
         self.progress = progress
         self.names = [m.name for m in explainer.modalities]
+        self.copies = 1  # perturbed copies per model call (ScoreCAM, AblationCAM)
+        self.halved = 0  # the copies per call that first ran out of memory (0: none did)
 
     def run(self, targets: list[int | None]) -> tuple[LayerMaps, np.ndarray, list[int], list[str]]:
         """Compute everything; called under the explainer's guard.
@@ -107,6 +116,8 @@ class GradCamJob:
             targets = resolve_targets(targets, logits)
         samples = list(range(batch.size)) if info.per_sample else [None]
         plan = self.names if info.input_dependent else self.names[:1]
+        if info.per_sample:
+            self.copies = self._copies_that_fit(batch.select(0))
         native_maps: dict[str, list[np.ndarray]] = {}
         raw: dict[str, list[np.ndarray]] = {}
         missing: list[str] = []
@@ -149,6 +160,11 @@ class GradCamJob:
                 missing += [n for n in others if view.segment_for(n) is None]
             index += 1
         notices += [missing_notice(name) for name in missing]
+        if self.halved:
+            notices.append(
+                f"{info.name} ran out of memory with {self.halved} copies per model call; it "
+                f"continued with {self.copies} (slower, the same maps)."
+            )
         natives = {k: torch.from_numpy(np.concatenate(v)) for k, v in native_maps.items()}
         raws_t = {k: torch.from_numpy(np.concatenate(v)) for k, v in raw.items()}
         maps = per_modality(natives, raws_t, batch.sizes(), missing, batch.size)
@@ -167,7 +183,7 @@ class GradCamJob:
             order += [n for n in self.names if n != explained]
         for through in order:
             try:
-                return self._run_once(batch, through, explained, targets)
+                return self._run_halving(batch, through, explained, targets)
             except _NoGradient:
                 continue
         raise LayerError(
@@ -175,12 +191,43 @@ class GradCamJob:
             "reached it); choose a layer on the path from the inputs to the output."
         )
 
+    def _run_halving(self, batch: Batch, through: str, explained: str, targets: list[int | None]):
+        """:meth:`_run_once`; a perturbation method that runs out of memory is retried with
+        half the copies per model call, down to one."""
+        while True:
+            failed = None
+            try:
+                return self._run_once(batch, through, explained, targets)
+            except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+                if not (self.info.per_sample and is_out_of_memory(exc) and self.copies > 1):
+                    raise
+                failed = exc.with_traceback(None)  # its frames hold the failed run's tensors
+            del failed
+            gc.collect()
+            if self.explainer.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.halved = self.halved or self.copies
+            self.copies //= 2
+
+    def _copies_that_fit(self, sample: Batch) -> int:
+        """Perturbed copies of one sample per model call: half the free memory over one copy's
+        activations (measured on one forward), at most :data:`MAX_COPIES`."""
+        device = self.explainer.device
+        key = tuple(sample.sizes().items())
+        cache = self.explainer._copy_bytes
+        if key not in cache:
+            cache[key] = _bytes_per_copy(self.explainer, sample)
+        fit = int(0.5 * free_memory(device) // max(cache[key], 1))
+        return max(1, min(MAX_COPIES.get(device.type, 32), fit))
+
     def _run_once(self, batch: Batch, through: str, explained: str, targets: list[int | None]):
         """One engine run with ``through`` as grad-cam's input and ``explained``'s tokens."""
         explainer, info = self.explainer, self.info
         bound = explainer._bound(batch, through)
         segment_of = explained if info.uses_layer else None
         cam_obj = info.engine(bound, [bound.tap] if info.uses_layer else [])
+        if info.per_sample:
+            cam_obj.batch_size = self.copies
         raws: list[np.ndarray] = []
         if info.uses_layer:
             # Native resolution: one map serves every modality, resized to each afterwards.
@@ -263,6 +310,52 @@ class GradCamJob:
             if module is self.module:
                 return name
         return "?"
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for tensors on ``device``: CUDA's free memory, or the CPU's available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _bytes_per_copy(explainer: Explainer, sample: Batch) -> int:
+    """Memory one more copy of ``sample`` costs in a no-grad forward: CUDA's measured peak, or
+    on the CPU the bytes of every leaf module's output (an upper bound) plus the inputs."""
+    inputs = sum(t.numel() * t.element_size() for t in sample.tensors.values())
+    first = explainer.names[0]
+    bound = explainer._bound(sample, first)
+    device = explainer.device
+    with torch.no_grad():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            bound(sample.tensors[first])
+            torch.cuda.synchronize(device)
+            return inputs + torch.cuda.max_memory_allocated(device) - before
+        total = [inputs]
+
+        def count(_module: nn.Module, _args: Any, output: Any) -> None:
+            for item in output if isinstance(output, (tuple, list)) else [output]:
+                if isinstance(item, torch.Tensor):
+                    total[0] += item.numel() * item.element_size()
+
+        leaves = [m for m in explainer.model.modules() if not next(m.children(), None)]
+        handles = [m.register_forward_hook(count) for m in leaves]
+        try:
+            bound(sample.tensors[first])
+        finally:
+            for handle in handles:
+                handle.remove()
+        return total[0]
 
 
 def release(cam_obj: Any) -> None:

@@ -2,9 +2,11 @@
 
 Each :class:`MethodInfo` carries an ``engine``: a factory ``engine(model, target_layers)`` that
 returns a grad-cam-compatible object (``__call__(input_tensor, targets, eigen_smooth=...)``,
-``get_cam_image``, ``get_target_width_height``, ``activations_and_grads.release()``).  Today
-every engine is grad-cam's; a faster engine for the gradient methods can replace one entry
-without touching the explainer.
+``get_cam_image``, ``get_target_width_height``, ``activations_and_grads.release()``): grad-cam's
+classes.  The explainer runs the methods listed in :data:`cam_core.engine.WEIGHTINGS` with the
+floor-cost engine instead (one forward, one backward to the layer); their grad-cam engines stay
+here as the reference the tests compare with.  ScoreCAM, AblationCAM, ShapleyCAM and FullGrad
+run through these engines (:mod:`cam_core.gradcam_runs`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ __all__ = ["MethodInfo", "METHODS", "get_method"]
 
 Engine = Callable[[nn.Module, Sequence[nn.Module]], object]
 
-# Masked/ablated copies of one sample per model call: larger is faster, and uses more memory.
+# Masked/ablated copies of one sample per model call until the request sizes it to the free
+# memory (cam_core.gradcam_runs): larger is faster, and uses more memory.
 PERTURBATION_BATCH = 32
 
 

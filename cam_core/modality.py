@@ -8,9 +8,10 @@ image, kept apart so overlays are always drawn on un-normalized pixels.
 
 from __future__ import annotations
 
+import functools
 import io
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,14 +162,15 @@ class Batch:
 
     Attributes:
         tensors: ``{name: float32 (N, C, H, W)}`` on the explainer's device.
-        display: ``{name: uint8 (N, H, W, 3)}`` — what the CAM is drawn on.
+        display: ``{name: uint8 (N, H, W, 3)}`` — what the CAM is drawn on (for tensor inputs
+            made from the tensor on first use: a caller that never draws pays nothing).
         notes: things worth telling the user (alpha composited, 16-bit rescaled, ...).
         originals: ``{name: [uint8 (H_i, W_i, 3)] * N}`` each image at its own size, for the
             modalities whose images were resized for the model (overlays are drawn on these).
     """
 
     tensors: dict[str, torch.Tensor]
-    display: dict[str, np.ndarray]
+    display: Mapping[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
     originals: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
@@ -185,10 +187,41 @@ class Batch:
         """The one-sample batch of sample ``index``."""
         return Batch(
             {k: v[index : index + 1] for k, v in self.tensors.items()},
-            {k: v[index : index + 1] for k, v in self.display.items()},
+            _Display({k: _Slice(self.display, k, index) for k in self.display}),
             self.notes,
             {k: v[index : index + 1] for k, v in self.originals.items()},
         )
+
+
+class _Display(Mapping[str, np.ndarray]):
+    """Display images, each made by its maker on first access (then kept)."""
+
+    def __init__(self, items: Mapping[str, np.ndarray | Callable[[], np.ndarray]]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        value = self._items[name]
+        if callable(value):
+            value = self._items[name] = value()
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """Sample ``index`` of ``display[name]``, made when asked for."""
+
+    display: Mapping[str, np.ndarray]
+    name: str
+    index: int
+
+    def __call__(self) -> np.ndarray:
+        return self.display[self.name][self.index : self.index + 1]
 
 
 def prepare_inputs(
@@ -240,7 +273,7 @@ def prepare_inputs(
         value = inputs[modality.name]
         if isinstance(value, torch.Tensor):
             tensor = _check_tensor(modality, value)
-            display[modality.name] = modality.denormalize(tensor)
+            display[modality.name] = functools.partial(modality.denormalize, tensor)
             if tensor.dtype != dtype:
                 notes.append(
                     f"{modality.name}: {str(tensor.dtype).removeprefix('torch.')} tensor cast "
@@ -258,7 +291,7 @@ def prepare_inputs(
             f"every modality needs the same number of images (they are paired by order); "
             f"got {found}."
         )
-    return Batch(tensors, display, notes, originals)
+    return Batch(tensors, _Display(display), notes, originals)
 
 
 def _check_tensor(modality: Modality, value: torch.Tensor) -> torch.Tensor:

@@ -78,9 +78,10 @@ def _run_threads(*work: Callable[[], object], timeout: float = 60) -> tuple[list
 
 
 def _fail_on_call(
-    module: nn.Module, call: int, error: Callable[[], BaseException]
+    module: nn.Module, call: int, error: Callable[[], BaseException], persist: bool = False
 ) -> tuple[list[int], RemovableHandle]:
-    """Make ``module`` raise ``error()`` before its ``call``-th forward (1-based).
+    """Make ``module`` raise ``error()`` before its ``call``-th forward (1-based), and with
+    ``persist`` before every later one too.
 
     Returns ``([calls so far], hook handle)``: the count tells a test that the failure
     happened where it meant it to; the caller removes the hook.
@@ -89,7 +90,7 @@ def _fail_on_call(
 
     def hook(_module: nn.Module, _args: object) -> None:
         calls[0] += 1
-        if calls[0] == call:
+        if calls[0] == call or (persist and calls[0] > call):
             raise error()
 
     return calls, module.register_forward_pre_hook(hook)
@@ -300,7 +301,8 @@ def test_out_of_memory_frees_every_tensor_of_the_failed_request(method, at, thre
     reference = explainer.explain(inputs, "fuse", method).cams["rgb"]
     made: list[weakref.ref] = []
     keep = model.rgb_branch.register_forward_hook(lambda _m, _a, out: made.append(weakref.ref(out)))
-    calls, oom = _fail_on_call(model.fuse, at, _out_of_memory)
+    # Perturbation methods retry with fewer copies per call: the memory stays short here.
+    calls, oom = _fail_on_call(model.fuse, at, _out_of_memory, persist=True)
     try:
         explainer.explain(inputs, "fuse", method)
     except ResourceError as exc:
@@ -310,7 +312,7 @@ def test_out_of_memory_frees_every_tensor_of_the_failed_request(method, at, thre
     finally:
         keep.remove()
         oom.remove()
-    assert calls[0] == at and made
+    assert calls[0] >= at and made
     gc.collect()
     assert [ref() for ref in made] == [None] * len(made)  # back to baseline
     assert hook_count(model) == 0
