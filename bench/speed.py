@@ -122,7 +122,10 @@ def build_case(name: str, batch: int, device: torch.device) -> Case:
         m.name: torch.randn(batch, m.channels, *m.size, generator=g).to(device) for m in modalities
     }
     explainer = Explainer(model, modalities, device=device)
-    return Case(name, batch, layer, model, modalities, tensors, explainer, tokens)
+    case = Case(name, batch, layer, model, modalities, tensors, explainer, tokens)
+    with torch.no_grad():  # captum takes the class to explain; the others find it themselves
+        case.extra["classes"] = case.run().argmax(dim=1)
+    return case
 
 
 # -- candidates -----------------------------------------------------------------------------------
@@ -180,9 +183,7 @@ def captum(case: Case) -> None:
     from captum.attr import LayerGradCam
 
     inputs = tuple(case.tensors.values())
-    with torch.no_grad():
-        classes = case.run().argmax(dim=1)
-    LayerGradCam(case.model, case.module).attribute(inputs, target=classes)
+    LayerGradCam(case.model, case.module).attribute(inputs, target=case.extra["classes"])
 
 
 def _installed(module: str) -> bool:
@@ -373,10 +374,14 @@ def memory_over_calls(device: torch.device, calls: int = 200) -> dict[str, float
 def markdown(report: dict[str, object]) -> str:
     rows = report["cases"]
     names = list(dict.fromkeys(n for row in rows for n in row["ratios"]))
-    lines = [
-        "| case | floor ms | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
-    ]
+    lines = (
+        [
+            "| case | floor ms | " + " | ".join(names) + " |",
+            "|---|---|" + "---|" * len(names),
+        ]
+        if rows
+        else []
+    )
     for row in rows:
         cells = [f"{row['ratios'][n]:.2f}x" if n in row["ratios"] else "n/a" for n in names]
         case = f"{row['model']} b{row['batch']} `{row['layer']}`"
@@ -422,7 +427,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed.json")
     parser.add_argument("--cases", help="model:batch,... instead of the default set")
-    parser.add_argument("--skip", default="", help="comma list of: memory,sweep,reblend,calls")
+    parser.add_argument("--skip", default="", help="comma list of: time,memory,sweep,reblend,calls")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -446,7 +451,7 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "cases": [],
     }
-    for model_name, batch in cases:
+    for model_name, batch in [] if "time" in skip else cases:
         row = time_case(build_case(model_name, batch, device), args.rounds, device)
         report["cases"].append(row)
         print(f"# {model_name} b{batch}: {row['ratios']}", file=sys.stderr, flush=True)

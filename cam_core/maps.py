@@ -66,17 +66,25 @@ def per_modality(
     first = next(iter(natives))
     cams, raw_out, nan = {}, {}, {}
     done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    fitted: dict[tuple[int, int, int], np.ndarray] = {}
     for name, (height, width) in sizes.items():
         if name in missing:
             cams[name] = raw_out[name] = np.zeros((n, height, width), np.float32)
             nan[name] = np.zeros(n, bool)
             continue
         raw = raws.get(name, raws[first])
-        if id(raw) not in done:
+        if id(raw) in done:  # a map shared by several modalities: scanned once, copied
+            raw_out[name], nan[name] = (a.copy() for a in done[id(raw)])
+        else:
             flags = ~torch.isfinite(raw).flatten(1).all(dim=1)
             done[id(raw)] = (raw.detach().float().cpu().numpy(), flags.cpu().numpy())
-        raw_out[name], nan[name] = done[id(raw)]
-        cams[name] = fit(natives.get(name, natives[first]), (height, width)).cpu().numpy()
+            raw_out[name], nan[name] = done[id(raw)]
+        layer_map = natives.get(name, natives[first])
+        key = (id(layer_map), height, width)
+        if key in fitted:  # another modality of the same size shares this map: resize once
+            cams[name] = fitted[key].copy()
+        else:
+            cams[name] = fitted[key] = fit(layer_map, (height, width)).cpu().numpy()
     return cams, raw_out, nan
 
 
