@@ -268,7 +268,11 @@ class GradCamJob:
         first (unperturbed) forward, so no extra forward fixes it.
         """
         passes = augmentations() if self.aug_smooth else augmentations()[:1]
-        chosen = None if all(t is None for t in targets) else [ClassTarget(t) for t in targets]
+        # Perturbation methods call the target on perturbed outputs: given None, grad-cam fixes
+        # the predicted class from its own first, unperturbed forward.  Other methods call it
+        # on that forward first, so a lazily resolved target serves (and wrappers keep working).
+        fixed_by_grad_cam = self.info.per_sample and all(t is None for t in targets)
+        chosen = None if fixed_by_grad_cam else [ClassTarget(t) for t in targets]
         maps, raw_maps = [], []
         original = dict(bound.tensors)
         try:
