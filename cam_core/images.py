@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import sys
 import warnings
@@ -155,7 +156,7 @@ def _check_channels(channels: Any) -> int:
 def _read_source(source: Any) -> tuple[bytes, str]:
     """Bytes of a bytes-like, path or file object, and a label naming it in messages."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), "the given bytes"
+        return bytes(source), "the data"
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
@@ -201,8 +202,19 @@ def _check_pixel_count(width: int, height: int, label: str) -> None:
 
 
 def _decode_error(label: str, exc: BaseException) -> InputError:
-    reason = str(exc) or type(exc).__name__
+    # Pillow's text names its file object ("<_io.BytesIO object at 0x…>"): not for people.
+    reason = re.sub(r"\s*<[^>]* at 0x[0-9a-f]+>", "", str(exc)).strip(" :") or type(exc).__name__
     return InputError(f"could not decode {label} as an image: {reason}")
+
+
+def _too_large(label: str, exc: BaseException) -> InputError:
+    # One limit, in one sentence (Pillow's own text gives two and speaks of "DOS attacks").
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)):,} pixels" if found else f"more than {MAX_IMAGE_PIXELS:,} pixels"
+    return InputError(
+        f"{label} has {size}, over the limit of {MAX_IMAGE_PIXELS:,} pixels this app decodes; "
+        "resize it and upload it again."
+    )
 
 
 def _sniff_format(data: bytes) -> str | None:
@@ -247,10 +259,7 @@ def _decode_bytes(data: bytes, label: str, notes: list[str] | None) -> tuple[np.
         # keeps every other plugin from even looking at the data.
         img = Image.open(io.BytesIO(data), formats=[fmt])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(
-            f"{label} is too large to decode safely: {exc} The limit is {MAX_IMAGE_PIXELS:,} "
-            "pixels; resize it before loading."
-        ) from exc
+        raise _too_large(label, exc) from exc
     except _DECODE_ERRORS as exc:
         raise _decode_error(label, exc) from exc
     return _decode_pil(img, label, data, notes)
@@ -278,7 +287,7 @@ def _decode_pil(
         else:
             img = ImageOps.exif_transpose(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"{label} is too large to decode safely: {exc}") from exc
+        raise _too_large(label, exc) from exc
     except _DECODE_ERRORS as exc:
         raise _decode_error(label, exc) from exc
     if deep is not None:
